@@ -1,0 +1,1 @@
+"""Legacy -> EFP Connect mappings: the default mapping as data and the pure normalisation functions."""

@@ -1,0 +1,67 @@
+"""Engines and URLs: one place that opens databases and masks their passwords."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from pipelines.errors import ConfigurationError
+
+# Credentials may come from the environment instead of the command line.
+PASSWORD_ENV = "EFP_DB_PASSWORD"
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I)
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL as it may be shown: any password replaced by ***."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return mask_text(url)
+
+
+def mask_text(text: str) -> str:
+    """Masks passwords of every URL inside a free text (error messages, logs)."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}***{m['at']}", text)
+
+
+def looks_like_url(value: str) -> bool:
+    return "://" in value
+
+
+def parse_url(url: str, *, what: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"{what}: {mask_text(url)!r} is not a database URL ({exc})") from None
+    env_password = os.environ.get(PASSWORD_ENV)
+    if parsed.password is None and env_password and not parsed.drivername.startswith("sqlite"):
+        parsed = parsed.set(password=env_password)
+    if parsed.drivername in ("postgresql", "postgres"):
+        # psycopg 3 is the driver the project ships with.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str, *, what: str = "database") -> Engine:
+    """An engine for a SQLAlchemy URL, with SQLite tuned for bulk work and FKs enforced."""
+    parsed = parse_url(url, what=what)
+    try:
+        # No pool: a run opens few connections, and none must outlive the command that opened it.
+        engine = create_engine(parsed, poolclass=NullPool)
+    except Exception as exc:  # the driver may be missing or the URL malformed
+        raise ConfigurationError(f"{what}: cannot open {mask_url(parsed)}: {mask_text(str(exc))}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_on_connect)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()

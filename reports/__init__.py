@@ -1,0 +1,1 @@
+"""Reconciliation result and its renderers (HTML, CSV, JSON, evidence manifest)."""

@@ -1,0 +1,1 @@
+"""Validation rules declared as data and evaluated with Great Expectations."""
