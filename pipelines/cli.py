@@ -62,3 +62,4 @@ def init_target_command(target_url: str) -> None:
 
     engine = make_engine(target_url, what="--target")
     echo_result(init_target(engine))
+from pipelines import cli_run as _cli_run  # noqa: E402,F401  (registers run, status, rollback, demo)

@@ -28,3 +28,7 @@ def init_target(engine: Engine) -> InitTargetResult:
         created_tables=tuple(name for name in wanted if name not in before),
         existing_tables=tuple(name for name in wanted if name in before),
     )
+
+
+def ledger_exists(engine: Engine) -> bool:
+    return "migration_runs" in inspect(engine).get_table_names()

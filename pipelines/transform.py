@@ -1,0 +1,187 @@
+"""The transform stage: the decided outcomes turned into EFP Connect rows and the exception register."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from mappings.normalize import per_distinct, phone_e164
+from pipelines.frames import TARGET_FRAME_COLUMNS, LegacyFrames, TargetFrames
+from pipelines.validate import ValidateResult
+from validation.outcomes import MIGRATED
+
+ACCOUNT_STATUS = {"ACTIF": "ACTIVE", "EN_ATTENTE": "PENDING", "VERROUILLE": "LOCKED"}
+
+
+@dataclass(frozen=True)
+class TransformResult:
+    target: TargetFrames
+    row_counts: dict[str, int]
+    elapsed_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"row_counts": self.row_counts, "elapsed_seconds": round(self.elapsed_seconds, 3)}
+
+
+def transform(frames: LegacyFrames, validated: ValidateResult) -> TransformResult:
+    started = time.perf_counter()
+    decisions = validated.decisions
+    target = TargetFrames(
+        accounts=_accounts(frames.utilisateurs, decisions.users),
+        establishments=_establishments(frames.etablissements, decisions.establishments),
+        applications=_applications(frames.applications, decisions.applications),
+        entitlements=_access(frames.habilitations, decisions.habilitations, "ACTIVE"),
+        access_requests=_access(frames.habilitations, decisions.habilitations, "EN_ATTENTE"),
+        exceptions=_exceptions(frames, validated),
+    )
+    return TransformResult(target=target, row_counts=target.row_counts(),
+                           elapsed_seconds=time.perf_counter() - started)
+
+
+def _accounts(utilisateurs: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    from mappings.normalize import clean_name, email_of, login_of
+
+    migrated = utilisateurs[utilisateurs["id_utilisateur"].map(users["outcome"]).eq(MIGRATED).to_numpy()]
+    telephone = migrated["telephone"].str.strip()
+    frame = pd.DataFrame(
+        {
+            "legacy_user_id": migrated["id_utilisateur"].astype("int64"),
+            "login": login_of(migrated["courriel"]),
+            "email": email_of(migrated["courriel"]),
+            "last_name": clean_name(migrated["nom"]),
+            "first_name": clean_name(migrated["prenom"]),
+            "phone": per_distinct(telephone.mask(telephone.str.len() == 0), phone_e164),
+            "account_type": migrated["type_compte"],
+            "status": migrated["statut"].map(ACCOUNT_STATUS),
+            "created_at": migrated["date_creation"],
+            "last_login_at": migrated["date_derniere_connexion"],
+        }
+    )
+    return frame.reset_index(drop=True)[list(TARGET_FRAME_COLUMNS["accounts"])]
+
+
+def _establishments(etablissements: pd.DataFrame, establishments: pd.DataFrame) -> pd.DataFrame:
+    migrated = establishments[establishments["outcome"].eq(MIGRATED)]
+    rows = etablissements.iloc[migrated["survivor_row"].to_numpy()]
+    siret = migrated.index.to_series().reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "siret": siret,
+            "siren": siret.str.slice(0, 9),
+            "name": rows["raison_sociale"].str.strip().to_numpy(),
+            "address": rows["adresse"].to_numpy(),
+            "postal_code": rows["code_postal"].to_numpy(),
+            "city": rows["commune"].to_numpy(),
+            "closed_on": rows["date_fermeture"].to_numpy(),
+        }
+    )
+
+
+def _applications(applications: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    first = applications.drop_duplicates("code_application", keep="first")
+    migrated = first[first["code_application"].map(decisions["outcome"]).eq(MIGRATED).to_numpy()]
+    frame = pd.DataFrame(
+        {
+            "code": migrated["code_application"].map(decisions["efp_code"]).to_numpy(),
+            "name": migrated["libelle"].to_numpy(),
+            "legacy_code": migrated["code_application"].to_numpy(),
+        }
+    )
+    # Two legacy codes mapped to one EFP Connect code make one application.
+    return frame.drop_duplicates("code", keep="first").reset_index(drop=True)
+
+
+def _access(habilitations: pd.DataFrame, decided: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Entitlements (ACTIVE) or access requests (EN_ATTENTE), one per surviving habilitation.
+
+    A survivor of DUPLICATE_ACCESS absorbs its group: access manager if any member was, the
+    earliest start, the latest end (no end wins), the latest reminder.
+    """
+    legacy = habilitations.set_index("id_habilitation", drop=False)
+    kept = decided["outcome"].eq(MIGRATED) | decided["reason_code"].eq("DUPLICATE_ACCESS")
+    members = decided[kept & decided["kind"].eq(kind)]
+    group = members["merged_into"].fillna(members["id_habilitation"]).astype("int64")
+    source = legacy.loc[members.index]
+    no_end = source["date_fin"].isna().groupby(group.to_numpy()).any()
+    grouped = pd.DataFrame(
+        {
+            "is_access_manager": source["responsable_acces"].astype(bool).groupby(group.to_numpy()).any(),
+            "valid_from": source["date_debut"].groupby(group.to_numpy()).min(),
+            "valid_until": source["date_fin"].groupby(group.to_numpy()).max().mask(no_end),
+            "last_reminder_at": source["date_relance"].groupby(group.to_numpy()).max(),
+        }
+    )
+    survivors = members[members["outcome"].eq(MIGRATED)]
+    merged = grouped.loc[survivors.index]
+    frame = pd.DataFrame(
+        {
+            "legacy_habilitation_id": survivors["id_habilitation"].astype("int64").to_numpy(),
+            "legacy_user_id": survivors["holder_id"].astype("int64").to_numpy(),
+            "application_code": survivors["application_code"].to_numpy(),
+            "siret": survivors["siret"].to_numpy(),
+            "role": survivors["role_code"].to_numpy(),
+            "is_access_manager": merged["is_access_manager"].to_numpy(),
+            "valid_from": merged["valid_from"].to_numpy(),
+            "valid_until": merged["valid_until"].to_numpy(),
+            "delegated_by_legacy_user_id": legacy.loc[survivors.index, "id_delegant"].astype("Int64").to_numpy(),
+            "requested_at": merged["valid_from"].to_numpy(),
+            "last_reminder_at": merged["last_reminder_at"].to_numpy(),
+        }
+    )
+    table = "entitlements" if kind == "ACTIVE" else "access_requests"
+    return frame[list(TARGET_FRAME_COLUMNS[table])]
+
+
+def _register(entity: str, keys: pd.Series, outcome: pd.Series, reason: pd.Series, detail: pd.Series,
+              merged_into: pd.Series | None = None) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "entity": entity,
+            "legacy_key": keys.astype(str).to_numpy(),
+            "outcome": outcome.to_numpy(),
+            "reason_code": reason.to_numpy(),
+            "detail": detail.to_numpy(),
+            "merged_into": (merged_into.astype("string").to_numpy() if merged_into is not None
+                            else pd.array([pd.NA] * len(keys), dtype="string")),
+        }
+    )
+
+
+def _exceptions(frames: LegacyFrames, validated: ValidateResult) -> pd.DataFrame:
+    from pipelines.exception_details import describe
+
+    decisions = validated.decisions
+    parts: list[pd.DataFrame] = []
+    users = decisions.users
+    out = users[users["outcome"].ne(MIGRATED)]
+    parts.append(_register("user", out.index.to_series(), out["outcome"], out["reason_code"],
+                           describe("user", out, frames), out["merged_into"]))
+    dropped = users[users["phone_dropped"]]
+    parts.append(_register("user", dropped.index.to_series(), pd.Series("corrected", index=dropped.index),
+                           pd.Series("PHONE_DROPPED", index=dropped.index),
+                           describe("user_phone", dropped, frames)))
+
+    est = decisions.establishments
+    rejected = est[est["outcome"].ne(MIGRATED)]
+    parts.append(_register("establishment", rejected.index.to_series(), rejected["outcome"],
+                           rejected["reason_code"], describe("establishment", rejected, frames)))
+    for reason, mask in (("SIREN_CORRECTED", est["siren_corrected"]), ("DUPLICATE_SIRET", est["duplicate_rows"] > 0)):
+        chosen = est[mask]
+        parts.append(_register("establishment", chosen.index.to_series(), pd.Series("corrected", index=chosen.index),
+                               pd.Series(reason, index=chosen.index), describe(reason, chosen, frames)))
+
+    apps = decisions.applications
+    out_apps = apps[apps["outcome"].ne(MIGRATED)]
+    parts.append(_register("application", out_apps.index.to_series(), out_apps["outcome"],
+                           out_apps["reason_code"], describe("application", out_apps, frames)))
+
+    habs = decisions.habilitations
+    out_habs = habs[habs["outcome"].ne(MIGRATED)]
+    parts.append(_register("habilitation", out_habs["id_habilitation"], out_habs["outcome"],
+                           out_habs["reason_code"], describe("habilitation", out_habs, frames),
+                           out_habs["merged_into"]))
+    register = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
+    return register[list(TARGET_FRAME_COLUMNS["exceptions"])]

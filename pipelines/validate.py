@@ -1,0 +1,227 @@
+"""The validate stage: evaluate every rule with Great Expectations and decide each record's outcome."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from mappings.mapping import Mapping
+from pipelines.errors import ConfigurationError
+from pipelines.frames import LegacyFrames
+from validation import facts as fact_builders
+from validation.evaluate import RuleEngine, SuiteEvaluation
+from validation.outcomes import MIGRATED, breaks, first_failure
+from validation.rules import rules_for
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    as_of: datetime
+    mapping: Mapping
+    native_logins: tuple[str, ...] = ()
+    survivors: tuple[int, ...] = ()  # stewards' DUPLICATE_LOGIN resolutions
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """One frame per entity, indexed by legacy key, with `outcome`, `reason_code` and more."""
+
+    users: pd.DataFrame  # + merged_into (Int64), phone_dropped (bool)
+    establishments: pd.DataFrame  # index: normalised SIRET; + survivor_row, siren_corrected, duplicate_rows
+    applications: pd.DataFrame  # index: legacy code; + efp_code
+    habilitations: pd.DataFrame  # + merged_into (Int64) and the facts the transform needs
+
+
+@dataclass(frozen=True)
+class ValidateResult:
+    decisions: Decisions
+    counts: dict[str, dict[str, int]]
+    suites: tuple[str, ...]
+    elapsed_seconds: float
+    evaluations: dict[str, SuiteEvaluation] = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counts": self.counts, "suites": list(self.suites),
+                "elapsed_seconds": round(self.elapsed_seconds, 3)}
+
+
+def validate(frames: LegacyFrames, config: ValidateConfig, engine: RuleEngine | None = None) -> ValidateResult:
+    started = time.perf_counter()
+    engine = engine or RuleEngine()
+    evaluations: dict[str, SuiteEvaluation] = {}
+
+    app_facts = fact_builders.application_facts(frames.applications)
+    evaluations["applications"] = engine.evaluate(
+        "application", app_facts, rules_for("application"),
+        {"mapped_applications": sorted(config.mapping.application_codes)},
+    )
+    applications = _application_decisions(app_facts, evaluations["applications"], config.mapping)
+
+    est_facts = fact_builders.establishment_facts(frames.etablissements)
+    evaluations["establishments"] = engine.evaluate("establishment", est_facts, rules_for("establishment"), {})
+    establishments = _establishment_decisions(est_facts, evaluations["establishments"])
+
+    usr_facts = fact_builders.user_facts(frames.utilisateurs)
+    evaluations["users"] = engine.evaluate(
+        "user", usr_facts, rules_for("user"), {"native_logins": sorted(config.native_logins)}
+    )
+    users = _user_decisions(usr_facts, evaluations["users"], config.survivors)
+
+    hab_facts = fact_builders.habilitation_facts(
+        frames.habilitations,
+        users,
+        usr_facts.set_index("id_utilisateur")["type_compte"],
+        applications,
+        establishments,
+        config.mapping,
+    )
+    evaluations["habilitations"] = engine.evaluate(
+        "habilitation", hab_facts, rules_for("habilitation")[:-1], {"as_of": config.as_of}
+    )
+    outcome, reason = first_failure(
+        hab_facts["id_habilitation"], rules_for("habilitation"), evaluations["habilitations"].failures
+    )
+    hab_facts["outcome"], hab_facts["reason_code"] = outcome.to_numpy(copy=True), reason.to_numpy(copy=True)
+    hab_facts["merged_into"] = pd.array([pd.NA] * len(hab_facts), dtype="Int64")
+
+    # Duplicates of access are judged among the habilitations that are still to be migrated.
+    in_play = hab_facts[hab_facts["outcome"].eq(MIGRATED)]
+    duplicate_facts = in_play[["id_habilitation", "holder_id", "application_code", "siret_key", "role_code",
+                               "kind"]].reset_index(drop=True)
+    evaluations["habilitation_duplicates"] = engine.evaluate(
+        "habilitation_duplicate", duplicate_facts, rules_for("habilitation")[-1:], {}
+    )
+    _apply_duplicate_access(hab_facts, duplicate_facts, evaluations["habilitation_duplicates"])
+    habilitations = hab_facts.set_index("id_habilitation", drop=False)
+
+    decisions = Decisions(users=users, establishments=establishments, applications=applications,
+                          habilitations=habilitations)
+    return ValidateResult(
+        decisions=decisions,
+        counts=_counts(decisions),
+        suites=tuple(e.suite for e in evaluations.values()),
+        elapsed_seconds=time.perf_counter() - started,
+        evaluations=evaluations,
+    )
+
+
+def _application_decisions(app_facts: pd.DataFrame, evaluation: SuiteEvaluation, mapping: Mapping) -> pd.DataFrame:
+    keys = app_facts["code_application"]
+    outcome, reason = first_failure(keys, rules_for("application"), evaluation.failures)
+    return pd.DataFrame(
+        {
+            "outcome": outcome.to_numpy(),
+            "reason_code": reason.to_numpy(),
+            "efp_code": keys.map(mapping.application_codes).where(outcome.eq(MIGRATED)).to_numpy(),
+        },
+        index=pd.Index(keys.to_numpy(), name="code_application"),
+    )
+
+
+def _establishment_decisions(est_facts: pd.DataFrame, evaluation: SuiteEvaluation) -> pd.DataFrame:
+    rows = est_facts.assign(
+        key=est_facts["siret_digits"].fillna(""),
+        invalid=breaks(est_facts["row_number"], evaluation.failures, "INVALID_SIRET"),
+        siren_differs=breaks(est_facts["row_number"], evaluation.failures, "SIREN_CORRECTED"),
+        duplicated=breaks(est_facts["row_number"], evaluation.failures, "DUPLICATE_SIRET"),
+    )
+    # The establishment written for a SIRET: an open row before a closed one, then extract order.
+    survivors = rows.sort_values(["key", "is_closed", "row_number"], kind="stable").drop_duplicates("key")
+    per_key = rows.groupby("key", sort=True).agg(
+        invalid=("invalid", "any"), duplicated=("duplicated", "any"), row_count=("row_number", "size")
+    )
+    survivors = survivors.set_index("key").loc[per_key.index]
+    outcome = pd.Series(MIGRATED, index=per_key.index, dtype=object)
+    outcome[per_key["invalid"]] = "rejected"
+    reason = pd.Series(None, index=per_key.index, dtype=object)
+    reason[per_key["invalid"]] = "INVALID_SIRET"
+    migrated = outcome.eq(MIGRATED)
+    return pd.DataFrame(
+        {
+            "outcome": outcome,
+            "reason_code": reason,
+            "survivor_row": survivors["row_number"].astype("int64"),
+            "siren_corrected": survivors["siren_differs"].astype(bool) & migrated,
+            "duplicate_rows": per_key["row_count"].where(per_key["duplicated"] & migrated, 0).astype("int64"),
+        }
+    ).rename_axis("siret")
+
+
+def _user_decisions(
+    usr_facts: pd.DataFrame, evaluation: SuiteEvaluation, survivors: tuple[int, ...]
+) -> pd.DataFrame:
+    keys = usr_facts["id_utilisateur"]
+    outcome, reason = first_failure(keys, rules_for("user"), evaluation.failures)
+    decisions = pd.DataFrame(
+        {
+            # Copies: steward resolutions below rewrite these columns in place.
+            "outcome": outcome.to_numpy(copy=True),
+            "reason_code": reason.to_numpy(copy=True),
+            "merged_into": pd.array([pd.NA] * len(keys), dtype="Int64"),
+            "login": usr_facts["login"].to_numpy(copy=True),
+        },
+        index=pd.Index(keys.to_numpy(), name="id_utilisateur"),
+    )
+    login_taken = set(evaluation.failures.get("LOGIN_TAKEN", ()))
+    seen_groups: dict[str, int] = {}
+    for survivor in survivors:  # a steward's file: a handful of lines, not millions
+        if survivor not in decisions.index:
+            raise ConfigurationError(f"--resolutions: id_utilisateur {survivor} does not exist in the extract")
+        if decisions.at[survivor, "reason_code"] != "DUPLICATE_LOGIN":
+            state = decisions.at[survivor, "reason_code"] or "migrated"
+            raise ConfigurationError(
+                f"--resolutions: id_utilisateur {survivor} is not in a DUPLICATE_LOGIN group ({state}): "
+                "a survivor must be one of the users of a duplicate-login group"
+            )
+        login = decisions.at[survivor, "login"]
+        if login in seen_groups:
+            raise ConfigurationError(
+                f"--resolutions: ids {seen_groups[login]} and {survivor} both claim the same duplicate-login group"
+            )
+        seen_groups[login] = survivor
+        group = decisions["login"].eq(login) & decisions["reason_code"].eq("DUPLICATE_LOGIN")
+        others = group & (decisions.index != survivor)
+        decisions.loc[others, "outcome"] = "merged"
+        decisions.loc[others, "merged_into"] = survivor
+        # The survivor passed DUPLICATE_LOGIN; the next check in order still applies to it.
+        if survivor in login_taken:
+            decisions.loc[survivor, ["outcome", "reason_code"]] = ["rejected", "LOGIN_TAKEN"]
+        else:
+            decisions.loc[survivor, ["outcome", "reason_code"]] = [MIGRATED, None]
+    decisions["phone_dropped"] = (
+        decisions["outcome"].eq(MIGRATED).to_numpy()
+        & breaks(keys, evaluation.failures, "PHONE_DROPPED").to_numpy()
+    )
+    return decisions
+
+
+def _apply_duplicate_access(
+    hab_facts: pd.DataFrame, duplicate_facts: pd.DataFrame, evaluation: SuiteEvaluation
+) -> None:
+    """Within each duplicate group the lowest id_habilitation survives; the others merge into it."""
+    failing = duplicate_facts[breaks(duplicate_facts["id_habilitation"], evaluation.failures, "DUPLICATE_ACCESS")]
+    if failing.empty:
+        return
+    group_columns = ["holder_id", "application_code", "siret_key", "role_code", "kind"]
+    survivor = failing.groupby(group_columns, dropna=False)["id_habilitation"].transform("min")
+    merged = failing[failing["id_habilitation"] != survivor]
+    into = dict(zip(merged["id_habilitation"], survivor[merged.index], strict=True))
+    is_merged = hab_facts["id_habilitation"].isin(list(into))
+    hab_facts.loc[is_merged, "outcome"] = "merged"
+    hab_facts.loc[is_merged, "reason_code"] = "DUPLICATE_ACCESS"
+    hab_facts.loc[is_merged, "merged_into"] = hab_facts.loc[is_merged, "id_habilitation"].map(into).astype("Int64")
+
+
+def _counts(decisions: Decisions) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for entity, frame in (("user", decisions.users), ("establishment", decisions.establishments),
+                          ("application", decisions.applications), ("habilitation", decisions.habilitations)):
+        entity_counts = {"source": len(frame)}
+        for outcome in (MIGRATED, "excluded", "rejected", "merged"):
+            entity_counts[outcome] = int(frame["outcome"].eq(outcome).sum())
+        counts[entity] = entity_counts
+    return counts

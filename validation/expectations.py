@@ -1,0 +1,66 @@
+"""Custom Great Expectations for what no built-in expectation knows: email syntax, SIRET check
+digits and telephone numbers, each delegating to the library made for it.
+
+Each is a real column-map expectation: Great Expectations computes which rows fail, reports
+them (unexpected_index_list) and renders them in Data Docs like any built-in one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pandas as pd
+from great_expectations.execution_engine import PandasExecutionEngine
+from great_expectations.expectations.expectation import ColumnMapExpectation
+from great_expectations.expectations.metrics import ColumnMapMetricProvider, column_condition_partial
+
+from mappings.normalize import is_valid_email, is_valid_siret, per_distinct, phone_e164
+
+
+def _is_phone(value: str) -> bool:
+    return phone_e164(value) is not None
+
+
+class ColumnValuesAreValidEmail(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.efp_valid_email"
+
+    @column_condition_partial(engine=PandasExecutionEngine)  # type: ignore[untyped-decorator]
+    def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:
+        return per_distinct(column, is_valid_email).astype(bool)
+
+
+class ColumnValuesAreValidSiret(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.efp_valid_siret"
+
+    @column_condition_partial(engine=PandasExecutionEngine)  # type: ignore[untyped-decorator]
+    def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:
+        return per_distinct(column, is_valid_siret).astype(bool)
+
+
+class ColumnValuesAreValidPhoneNumber(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.efp_valid_phone_number"
+
+    @column_condition_partial(engine=PandasExecutionEngine)  # type: ignore[untyped-decorator]
+    def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:
+        return per_distinct(column, _is_phone).astype(bool)
+
+
+class ExpectColumnValuesToBeValidEmail(ColumnMapExpectation):
+    """Values are syntactically valid email addresses (email-validator, no DNS lookup)."""
+
+    map_metric = "column_values.efp_valid_email"
+    success_keys: ClassVar[tuple[str, ...]] = ("mostly",)
+
+
+class ExpectColumnValuesToBeValidSiret(ColumnMapExpectation):
+    """Values are SIRETs of 14 digits with a correct check digit (python-stdnum, La Poste included)."""
+
+    map_metric = "column_values.efp_valid_siret"
+    success_keys: ClassVar[tuple[str, ...]] = ("mostly",)
+
+
+class ExpectColumnValuesToBeValidPhoneNumber(ColumnMapExpectation):
+    """Values are valid phone numbers by libphonenumber's rules, read as French by default."""
+
+    map_metric = "column_values.efp_valid_phone_number"
+    success_keys: ClassVar[tuple[str, ...]] = ("mostly",)
