@@ -29,9 +29,8 @@ class AsOf(click.ParamType):
 def _summary_table(result: dict[str, object]) -> str:
     lines = [f"run {result['run_id']}  as-of {result['as_of']}  verdict {result['verdict']}",
              f"{'stage':<10} {'seconds':>8}"]
-    stages = result.get("stages") or {}
-    assert isinstance(stages, dict)
-    for stage, info in stages.items():
+    stages = result.get("stages")
+    for stage, info in (stages.items() if isinstance(stages, dict) else ()):
         seconds = info.get("elapsed_seconds", "") if isinstance(info, dict) else ""
         lines.append(f"{stage:<10} {seconds!s:>8}")
     lines.append(f"reports in {result['out_dir']}")
@@ -48,11 +47,15 @@ def _summary_table(result: dict[str, object]) -> str:
               help="Mapping folder (default: the shipped one).")
 @click.option("--resolutions", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Stewards' decisions (CSV): survivors of duplicate-login groups.")
+@click.option("--gate", "gate_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Validation thresholds (TOML) overriding the shipped defaults.")
+@click.option("--no-gate", is_flag=True, help="Load even if a validation threshold is exceeded (recorded).")
 @click.option("--show-personal-data", is_flag=True, help="Show emails and names in the reports.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 @handle_errors
 def run_command(source: str, target_url: str, out_dir: Path, as_of: object, mappings_dir: str | None,
-                resolutions: str | None, show_personal_data: bool, as_json: bool) -> None:
+                resolutions: str | None, gate_file: str | None, no_gate: bool, show_personal_data: bool,
+                as_json: bool) -> None:
     """Run every stage: extract, validate, transform, load, reconcile.
 
     Exit status: 0 reconciled (with or without exceptions), 1 not reconciled, 2 bad usage,
@@ -63,6 +66,7 @@ def run_command(source: str, target_url: str, out_dir: Path, as_of: object, mapp
     result = run_migration(RunConfig(source=source, target_url=target_url, out_dir=out_dir,
                                      as_of=as_of,  # type: ignore[arg-type]
                                      mappings_dir=mappings_dir, resolutions=resolutions,
+                                     gate_file=gate_file, no_gate=no_gate,
                                      show_personal_data=show_personal_data))
     if as_json:
         echo_result(result)
@@ -118,3 +122,90 @@ def demo_command(users: int, folder: Path) -> None:
     click.echo(_summary_table(result.to_dict()))
     click.echo(f"legacy source: {folder / 'legacy.sqlite'}\ntarget: {folder / 'target.sqlite'}")
     click.get_current_context().exit(result.exit_code)
+
+
+# --- each stage as its own command, over one run folder ---------------------------------------
+
+_OUT = click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+                    help="Run folder holding the stages' outputs.")
+
+
+@main.command("extract")
+@click.option("--source", required=True, envvar="EFP_SOURCE", help="Legacy SQLAlchemy URL or CSV folder.")
+@_OUT
+@handle_errors
+def extract_command(source: str, out_dir: Path) -> None:
+    """Stage 1: read the legacy extract (never the password hash)."""
+    from pipelines.extract import ExtractConfig, extract
+    from pipelines.stage_store import save_stage
+
+    result = extract(ExtractConfig(source=source))
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    save_stage(out_dir, "extract", result)
+    echo_result(result)
+
+
+@main.command("validate")
+@_OUT
+@click.option("--as-of", "as_of", type=AsOf(), default=None, help="Instant at which access is judged (default: now).")
+@click.option("--mappings", "mappings_dir", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--resolutions", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--target", "target_url", default=None, envvar="EFP_TARGET_URL",
+              help="Target to read native logins from (LOGIN_TAKEN); read only.")
+@handle_errors
+def validate_command(out_dir: Path, as_of: object, mappings_dir: str | None, resolutions: str | None,
+                     target_url: str | None) -> None:
+    """Stage 2: evaluate every rule with Great Expectations and decide each record's outcome."""
+    from datetime import datetime
+
+    from mappings.mapping import load_mapping
+    from pipelines.db import make_engine
+    from pipelines.run import native_logins
+    from pipelines.stage_store import load_stage, save_context, save_stage
+    from pipelines.timeutil import paris_now
+    from pipelines.validate import ValidateConfig, validate
+    from validation.resolutions import read_resolutions
+
+    mapping = load_mapping(mappings_dir)
+    survivors = read_resolutions(resolutions) if resolutions else ()
+    extracted = load_stage(out_dir, "extract", for_stage="validate")
+    logins: tuple[str, ...] = ()
+    if target_url:
+        engine = make_engine(target_url, what="--target")
+        try:
+            logins = native_logins(engine)
+        finally:
+            engine.dispose()
+    instant = as_of if isinstance(as_of, datetime) else paris_now()
+    result = validate(extracted.frames, ValidateConfig(as_of=instant, mapping=mapping, native_logins=logins,
+                                                       survivors=survivors))
+    save_context(out_dir, {"as_of": instant.isoformat(), "mappings_dir": mappings_dir, "resolutions": resolutions,
+                           "fingerprint": extracted.input_fingerprint, "source": extracted.source_display})
+    save_stage(out_dir, "validate", result)
+    echo_result(result)
+
+
+@main.command("transform")
+@_OUT
+@handle_errors
+def transform_command(out_dir: Path) -> None:
+    """Stage 3: turn the decided outcomes into EFP Connect rows and the exception register."""
+    from pipelines.stage_store import load_stage, save_stage
+    from pipelines.transform import transform
+
+    extracted = load_stage(out_dir, "extract", for_stage="transform")
+    validated = load_stage(out_dir, "validate", for_stage="transform")
+    result = transform(extracted.frames, validated)
+    save_stage(out_dir, "transform", result)
+    echo_result(result)
+
+
+@main.command("load")
+@click.option("--target", "target_url", required=True, envvar="EFP_TARGET_URL", help="Target SQLAlchemy URL.")
+@_OUT
+@handle_errors
+def load_command(target_url: str, out_dir: Path) -> None:
+    """Stage 4: keyed upserts into the target, in one transaction, recorded in the ledger."""
+    from pipelines.run import load_stage_into_target
+
+    echo_result(load_stage_into_target(target_url, out_dir))

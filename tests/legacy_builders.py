@@ -85,6 +85,32 @@ def to_frames(tables: dict[str, list[dict[str, Any]]]) -> LegacyFrames:
             elif column == "id_delegant":
                 frame[column] = frame[column].astype("Int64")
             else:
-                frame[column] = frame[column].astype("string")
+                frame[column] = frame[column].astype("str")
         built[name] = frame
     return LegacyFrames(**built)
+
+
+def write_database(tables: dict[str, list[dict[str, Any]]], url: str) -> str:
+    """The same extract as a legacy database (with a password hash in every user row)."""
+    from sqlalchemy import create_engine
+
+    from pipelines.legacy_schema import legacy_metadata
+
+    frames = to_frames(tables)
+    engine = create_engine(url)
+    legacy_metadata.drop_all(engine)
+    legacy_metadata.create_all(engine)
+    with engine.begin() as conn:
+        for name, table in legacy_metadata.tables.items():
+            frame = frames.table(name).astype(object).where(frames.table(name).notna(), None)
+            rows = frame.to_dict("records")
+            if name == "utilisateurs":
+                rows = [{**row, "mot_de_passe_hash": "$2b$12$SECRETHASHSECRETHASH"} for row in rows]
+            for row in rows:
+                for key, value in row.items():
+                    if isinstance(value, pd.Timestamp):
+                        row[key] = value.to_pydatetime() if name != "etablissements" else value.date()
+            if rows:
+                conn.execute(table.insert(), rows)
+    engine.dispose()
+    return url

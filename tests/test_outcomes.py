@@ -187,7 +187,7 @@ def test_target_rows(validated: tuple) -> None:
 
 
 def test_resolution_merges_duplicate_group_and_moves_habilitations() -> None:
-    frames, result = _validate(survivors=(3,))
+    _frames, result = _validate(survivors=(3,))
     users = result.decisions.users
     assert users.loc[3, "outcome"] == "migrated"
     assert users.loc[2, ["outcome", "reason_code"]].tolist() == ["merged", "DUPLICATE_LOGIN"]

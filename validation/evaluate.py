@@ -83,10 +83,11 @@ class RuleEngine:
         self.results[suite_name] = result
         failures: dict[str, set[Any]] = {rule.reason_code: set() for rule in rules}
         for expectation_result in result.results:
-            meta = expectation_result.expectation_config.meta
+            configuration = expectation_result.expectation_config
+            meta = configuration.meta
             if expectation_result.exception_info.get("raised_exception"):
                 raise RuntimeError(
-                    f"suite {suite_name}: {expectation_result.expectation_config.type} failed to evaluate: "
+                    f"suite {suite_name}: {configuration.type} failed to evaluate: "
                     f"{expectation_result.exception_info.get('exception_message')}"
                 )
             unexpected = expectation_result.result.get("unexpected_index_list") or []

@@ -24,24 +24,24 @@ def _is_phone(value: str) -> bool:
 class ColumnValuesAreValidEmail(ColumnMapMetricProvider):
     condition_metric_name = "column_values.efp_valid_email"
 
-    @column_condition_partial(engine=PandasExecutionEngine)  # type: ignore[untyped-decorator]
-    def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:  # noqa: N805 (GX's decorator makes it a classmethod)
         return per_distinct(column, is_valid_email).astype(bool)
 
 
 class ColumnValuesAreValidSiret(ColumnMapMetricProvider):
     condition_metric_name = "column_values.efp_valid_siret"
 
-    @column_condition_partial(engine=PandasExecutionEngine)  # type: ignore[untyped-decorator]
-    def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:  # noqa: N805 (GX's decorator makes it a classmethod)
         return per_distinct(column, is_valid_siret).astype(bool)
 
 
 class ColumnValuesAreValidPhoneNumber(ColumnMapMetricProvider):
     condition_metric_name = "column_values.efp_valid_phone_number"
 
-    @column_condition_partial(engine=PandasExecutionEngine)  # type: ignore[untyped-decorator]
-    def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:  # noqa: N805 (GX's decorator makes it a classmethod)
         return per_distinct(column, _is_phone).astype(bool)
 
 

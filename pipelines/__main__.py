@@ -1,0 +1,5 @@
+"""`python -m pipelines` is `efp-migrate`."""
+
+from pipelines.cli import main
+
+main()

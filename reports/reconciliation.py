@@ -1,0 +1,1343 @@
+"""The independent reconciliation: legacy access against EFP Connect access, application by application.
+
+It reads both sides afresh, the legacy source through the extract and the target with SQL, and
+never the pipeline's intermediate data or counters; it shares with the pipeline only the
+mapping (application codes, role vocabulary), which is configuration, not a result.
+
+Definitions (efp-connect-target.md, "Reconciliation"):
+- legacy *effective access* at the as-of instant: a habilitation `ACTIVE` with
+  `date_debut` <= as-of < `date_fin` (or no `date_fin`), whose holder exists and is not
+  `SUPPRIME`, to an application that exists and is active. Its tuple is (holder, application,
+  normalised SIRET or NULL, canonical role, or the legacy label where it maps to no role);
+  the holder of a user merged into a survivor (register row `merged`) is the survivor; the
+  application is its EFP Connect code where the mapping has one, else the legacy code;
+- target access: an entitlement with `valid_from` <= as-of < `valid_until` (or none) of an
+  account carrying a `legacy_user_id`, as (legacy_user_id, application, SIRET, role);
+- a legacy tuple missing from the target is *explained* when the exception register of the
+  run holds an `excluded` or `rejected` row for one of the habilitations giving it, or an
+  `excluded`, `rejected` or `merged` row for its holder; a target tuple without legacy
+  counterpart is always unexplained (a privilege gain).
+
+Everything is computed on whole columns: tuples become integer ids (one factorisation per
+component), sets are compared with `np.isin`, and text is produced once per distinct value.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Date,
+    DateTime,
+    Engine,
+    Integer,
+    Table,
+    case,
+    inspect,
+    literal,
+    null,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+import pipelines
+from mappings.mapping import Mapping, load_mapping
+from mappings.normalize import siret_digits
+from pipelines.db import make_engine, mask_text, mask_url
+from pipelines.errors import ConfigurationError
+from pipelines.frames import LEGACY_FRAME_COLUMNS, LegacyFrames
+from pipelines.legacy_schema import BOOLEAN_COLUMNS, DATE_COLUMNS, INTEGER_COLUMNS, TIMESTAMP_COLUMNS
+from pipelines.target_schema import ORIGIN_MIGRATION, TARGET_TABLES, migration_runs
+from pipelines.timeutil import paris_now
+
+log = logging.getLogger(__name__)
+
+RECONCILED = "RECONCILED"
+RECONCILED_WITH_EXCEPTIONS = "RECONCILED_WITH_EXCEPTIONS"
+NOT_RECONCILED = "NOT_RECONCILED"
+PASSING_VERDICTS = (RECONCILED, RECONCILED_WITH_EXCEPTIONS)
+
+ENTITIES = ("user", "establishment", "application", "habilitation")
+COUNTED_OUTCOMES = ("excluded", "rejected", "merged")
+# The contract's status mapping, restated here rather than imported from the transform: the
+# reconciliation must not share the code it checks.
+ACCOUNT_STATUS = {"ACTIF": "ACTIVE", "EN_ATTENTE": "PENDING", "VERROUILLE": "LOCKED"}
+NULL_TEXT = "\\N"  # NULL in canonical text (as PostgreSQL's COPY writes it); a real backslash is doubled
+REDACTED = "***"
+
+# How the rows of each table are ordered before hashing: by a unique key when it has one.
+LEGACY_ORDER_KEYS: dict[str, str] = {"utilisateurs": "id_utilisateur", "habilitations": "id_habilitation",
+                                     "applications": "code_application"}
+REDACTED_COLUMNS = frozenset({"mot_de_passe_hash", "password_hash"})
+_CSV_NEEDS_QUOTES = re.compile(r'[",\r\n]')
+_TUPLE_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+# --- configuration and inputs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconcileConfig:
+    source: str
+    target_url: str
+    as_of: datetime  # naive, Europe/Paris wall time: the clock of the legacy timestamps
+    out_dir: Path
+    run_id: str | None = None  # whose exception register explains differences (default: latest run)
+    mappings_dir: str | None = None
+    show_personal_data: bool = False
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LegacyInputs:
+    """What the extract says about its input: shown in the header and written to the manifest."""
+
+    source_display: str
+    file_checksums: dict[str, str] = field(default_factory=dict)
+    input_fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class LegacySource:
+    frames: LegacyFrames
+    inputs: LegacyInputs
+
+
+def extract_legacy(source: str) -> LegacySource:
+    """Reads the legacy source through the extract stage (CSV folder or SQL URL)."""
+    from pipelines.extract import ExtractConfig, extract
+
+    extracted = extract(ExtractConfig(source=source))
+    return LegacySource(
+        frames=extracted.frames,
+        inputs=LegacyInputs(
+            source_display=str(extracted.source_display),
+            file_checksums=dict(extracted.file_checksums),
+            input_fingerprint=str(extracted.input_fingerprint),
+        ),
+    )
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The migration run whose exception register is used."""
+
+    run_id: str
+    status: str | None
+    as_of: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ReportHeader:
+    run_id: str | None
+    as_of: datetime
+    started_at: datetime
+    ended_at: datetime
+    tool_version: str
+    configuration: dict[str, Any]
+    mapping_checksums: dict[str, str]
+    input_checksums: dict[str, str]
+    input_fingerprint: str | None
+    register_run: RunInfo | None
+
+
+@dataclass(frozen=True)
+class TableEvidence:
+    side: str  # "legacy" or "target"
+    table: str
+    row_count: int
+    sha256: str
+    columns: tuple[str, ...]
+    order: str  # how rows were ordered before hashing
+    redacted_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutcomeCounts:
+    entity: str
+    source: int
+    migrated: int
+    excluded: int
+    rejected: int
+    merged: int
+
+    @property
+    def accounted(self) -> int:
+        return self.migrated + self.excluded + self.rejected + self.merged
+
+    @property
+    def balanced(self) -> bool:
+        return self.source == self.accounted
+
+
+@dataclass(frozen=True)
+class RollForwardLine:
+    outcome: str
+    reason_code: str | None
+    count: int
+
+
+@dataclass(frozen=True)
+class EntityRollForward:
+    """source, less each outcome by reason: what remains must be zero."""
+
+    entity: str
+    source: int
+    lines: tuple[RollForwardLine, ...]
+    corrected: dict[str, int]  # memo: corrections sit beside migrated records, outside the sum
+    remainder: int
+
+
+@dataclass(frozen=True)
+class ApplicationReconciliation:
+    application_code: str
+    legacy_codes: tuple[str, ...]
+    legacy_access: int
+    target_access: int
+    matched: int
+    missing_explained: int
+    missing_explained_by_reason: dict[str, int]
+    missing_unexplained: int
+    extra_in_target: int
+    legacy_control_hash: str
+    target_control_hash: str
+
+    @property
+    def explained(self) -> int:
+        return self.missing_explained
+
+    @property
+    def unexplained(self) -> int:
+        return self.missing_unexplained + self.extra_in_target
+
+
+@dataclass(frozen=True)
+class AccessDifference:
+    """One unexplained access tuple: missing from the target, or present there only."""
+
+    kind: str  # "missing" or "extra"
+    legacy_user_id: int
+    application_code: str
+    siret: str | None
+    role: str | None
+    legacy_habilitation_ids: tuple[int, ...]  # habilitations giving it (missing) / behind it (extra)
+    entitlement_ids: tuple[int, ...]  # the target rows giving it (extra only)
+    holder: str | None = None  # name and email, only with show_personal_data
+
+
+@dataclass(frozen=True)
+class AccountCheckFailure:
+    legacy_user_id: int
+    expected: str | None
+    found: str | None
+
+
+@dataclass(frozen=True)
+class AccountCheck:
+    name: str
+    description_fr: str
+    description_en: str
+    checked: int
+    passed: int
+    failures: tuple[AccountCheckFailure, ...]
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def failing_legacy_user_ids(self) -> tuple[int, ...]:
+        return tuple(f.legacy_user_id for f in self.failures)
+
+
+@dataclass(frozen=True)
+class RegisterRow:
+    entity: str
+    legacy_key: str
+    outcome: str
+    reason_code: str
+    detail: str
+    merged_into: str | None
+
+
+@dataclass(frozen=True)
+class ReconciliationReport:
+    header: ReportHeader
+    evidence: tuple[TableEvidence, ...]
+    outcomes: tuple[OutcomeCounts, ...]
+    roll_forward: tuple[EntityRollForward, ...]
+    applications: tuple[ApplicationReconciliation, ...]
+    missing_unexplained: tuple[AccessDifference, ...]
+    extra_in_target: tuple[AccessDifference, ...]
+    account_checks: tuple[AccountCheck, ...]
+    exception_register: tuple[RegisterRow, ...]
+    verdict: str
+    verdict_reasons: tuple[str, ...]
+
+    @property
+    def run_id(self) -> str | None:
+        return self.header.run_id
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict in PASSING_VERDICTS
+
+    def totals(self) -> dict[str, int]:
+        apps = self.applications
+        return {
+            "legacy_access": sum(a.legacy_access for a in apps),
+            "target_access": sum(a.target_access for a in apps),
+            "matched": sum(a.matched for a in apps),
+            "missing_explained": sum(a.missing_explained for a in apps),
+            "missing_unexplained": sum(a.missing_unexplained for a in apps),
+            "extra_in_target": sum(a.extra_in_target for a in apps),
+            "explained": sum(a.explained for a in apps),
+            "unexplained": sum(a.unexplained for a in apps),
+            "account_check_failures": sum(c.failed for c in self.account_checks),
+            "register_rows": len(self.exception_register),
+        }
+
+    def explained_by_reason(self) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for app in self.applications:
+            for reason, count in app.missing_explained_by_reason.items():
+                merged[reason] = merged.get(reason, 0) + count
+        return dict(sorted(merged.items()))
+
+    def input_checksums(self) -> dict[str, str]:
+        """Checksums of what went in (legacy files, mapping files), for the evidence manifest."""
+        inputs = {f"legacy/{name}": digest for name, digest in self.header.input_checksums.items()}
+        inputs.update({f"mappings/{name}": digest for name, digest in self.header.mapping_checksums.items()})
+        if self.header.input_fingerprint:
+            inputs["legacy_input_fingerprint"] = self.header.input_fingerprint
+        return dict(sorted(inputs.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's reconciliation.json at top level, the rest of the report beside it."""
+        return {
+            "run_id": self.header.run_id,
+            "as_of": _iso(self.header.as_of),
+            "verdict": self.verdict,
+            "applications": [_application_dict(a) for a in self.applications],
+            "outcomes": {o.entity: {"source": o.source, "migrated": o.migrated, "excluded": o.excluded,
+                                    "rejected": o.rejected, "merged": o.merged} for o in self.outcomes},
+            "verdict_reasons": list(self.verdict_reasons),
+            "totals": self.totals(),
+            "explained_by_reason": self.explained_by_reason(),
+            "header": _jsonable(self.header),
+            "evidence": {
+                side: [_jsonable(e) for e in self.evidence if e.side == side] for side in ("legacy", "target")
+            },
+            "roll_forward": {r.entity: _jsonable(r) for r in self.roll_forward},
+            "outcome_balance": {o.entity: {"accounted": o.accounted, "balanced": o.balanced}
+                                for o in self.outcomes},
+            "unexplained_differences": {
+                "missing_from_target": [_jsonable(d) for d in self.missing_unexplained],
+                "extra_in_target": [_jsonable(d) for d in self.extra_in_target],
+            },
+            "account_checks": [
+                {**_jsonable(c), "failed": c.failed,
+                 "failing_legacy_user_ids": list(c.failing_legacy_user_ids)}
+                for c in self.account_checks
+            ],
+            "exception_register": {
+                "run_id": self.header.register_run.run_id if self.header.register_run else None,
+                "row_count": len(self.exception_register),
+                "rows": [_jsonable(r) for r in self.exception_register],
+            },
+        }
+
+
+def _application_dict(app: ApplicationReconciliation) -> dict[str, Any]:
+    return {**_jsonable(app), "explained": app.explained, "unexplained": app.unexplained}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: _jsonable(getattr(value, name)) for name in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# --- entry points --------------------------------------------------------------------------------
+
+
+def reconcile(config: ReconcileConfig) -> ReconciliationReport:
+    """Extracts the legacy source, then reconciles it with the target."""
+    started_at = config.started_at or paris_now()
+    mapping = load_mapping(config.mappings_dir)  # a bad mapping stops before any data is read
+    engine = make_engine(config.target_url, what="--target")
+    try:
+        legacy = extract_legacy(config.source)
+        return reconcile_frames(legacy.frames, engine, replace(config, started_at=started_at),
+                                inputs=legacy.inputs, mapping=mapping)
+    finally:
+        engine.dispose()
+
+
+def reconcile_frames(
+    frames: LegacyFrames,
+    engine: Engine,
+    config: ReconcileConfig,
+    *,
+    inputs: LegacyInputs | None = None,
+    mapping: Mapping | None = None,
+) -> ReconciliationReport:
+    """Reconciles legacy frames (as the extract gives them) with the target as it now stands."""
+    started_at = config.started_at or paris_now()
+    mapping = mapping if mapping is not None else load_mapping(config.mappings_dir)
+    inputs = inputs if inputs is not None else LegacyInputs(source_display=_display(config.source))
+
+    with _gc_paused():
+        return _reconcile(frames, engine, config, inputs, mapping, started_at)
+
+
+def _reconcile(frames: LegacyFrames, engine: Engine, config: ReconcileConfig, inputs: LegacyInputs,
+               mapping: Mapping, started_at: datetime) -> ReconciliationReport:
+    as_of = config.as_of
+    target = read_target(engine)
+    run = select_run(target["migration_runs"], target["migration_exceptions"], config.run_id)
+    all_exceptions = target["migration_exceptions"]
+    register = (all_exceptions[all_exceptions["run_id"].eq(run.run_id).to_numpy(dtype=bool)]
+                if run is not None else all_exceptions.iloc[0:0])
+    register = _sorted_register(register)
+
+    legacy_rows = legacy_access(frames, mapping, _merged_users(register), as_of)
+    target_rows = target_access(target["entitlements"], target["accounts"], as_of)
+    comparison = _compare(legacy_rows, target_rows, register)
+
+    users = frames.utilisateurs
+    holders = _holders(users) if config.show_personal_data else None
+    missing = _differences("missing", comparison.missing_unexplained, holders)
+    extra = _differences("extra", comparison.extra, holders)
+    apps = _applications(frames, mapping, target["applications"], comparison)
+    checks = account_checks(target["accounts"], users, show_personal_data=config.show_personal_data)
+    outcomes = outcome_counts(frames, mapping, target, register)
+    roll_forward = tuple(_roll_forward(o, register) for o in outcomes)
+    evidence = legacy_evidence(frames) + target_evidence(target)
+
+    verdict, reasons = decide_verdict(apps, checks, outcomes, register_rows=len(register))
+    header = ReportHeader(
+        run_id=run.run_id if run is not None else None,
+        as_of=as_of,
+        started_at=started_at,
+        ended_at=config.ended_at or paris_now(),
+        tool_version=pipelines.__version__,
+        configuration={
+            "source": inputs.source_display,
+            "target": mask_url(config.target_url),
+            "run": config.run_id,
+            "mappings": config.mappings_dir if config.mappings_dir is not None else "(default)",
+            "show_personal_data": config.show_personal_data,
+            "out_dir": str(config.out_dir),
+        },
+        mapping_checksums=dict(sorted(mapping.file_checksums.items())),
+        input_checksums=dict(sorted(inputs.file_checksums.items())),
+        input_fingerprint=inputs.input_fingerprint,
+        register_run=run,
+    )
+    log.info("reconciliation at %s: %s", as_of.isoformat(), verdict)
+    return ReconciliationReport(
+        header=header,
+        evidence=evidence,
+        outcomes=outcomes,
+        roll_forward=roll_forward,
+        applications=apps,
+        missing_unexplained=missing,
+        extra_in_target=extra,
+        account_checks=checks,
+        exception_register=_register_rows(register),
+        verdict=verdict,
+        verdict_reasons=reasons,
+    )
+
+
+def _display(source: str) -> str:
+    return mask_url(source) if "://" in source else mask_text(source)
+
+
+# --- reading the target --------------------------------------------------------------------------
+
+_READ_TABLES: tuple[Table, ...] = (*TARGET_TABLES, migration_runs)
+
+
+def read_target(engine: Engine) -> dict[str, pd.DataFrame]:
+    """Every target table the reconciliation needs, read in one go (one snapshot on PostgreSQL)."""
+    try:
+        present = set(inspect(engine).get_table_names())
+    except SQLAlchemyError as exc:
+        raise _unreadable(engine, exc) from None
+    absent = [t.name for t in _READ_TABLES if t.name not in present]
+    if absent:
+        raise ConfigurationError(
+            f"--target: {mask_url(engine.url)} has no EFP Connect schema (missing: {', '.join(absent)}); "
+            "nothing to reconcile (create it with `efp-migrate init-target`)"
+        )
+    frames: dict[str, pd.DataFrame] = {}
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                # One snapshot for every table, however long the reading takes.
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin(), _gc_paused():
+                for table in _READ_TABLES:
+                    frames[table.name] = _read_table(conn, table)
+    except SQLAlchemyError as exc:
+        raise _unreadable(engine, exc) from None
+    return frames
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Millions of fresh rows are not cycles: collecting while they are built only costs time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read_table(conn: Connection, table: Table) -> pd.DataFrame:
+    """A whole table through the driver's own cursor (rows as plain tuples), typed per column kind.
+
+    A password hash is never fetched: the query returns "***" where one is set, NULL elsewhere.
+    """
+    selected = [
+        case((column.is_(None), null()), else_=literal(REDACTED)).label(column.name)
+        if column.name in REDACTED_COLUMNS else column
+        for column in table.columns
+    ]
+    statement = select(*selected).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(statement))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    names = [column.name for column in table.columns]
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    sqlite = conn.dialect.name == "sqlite"
+    return pd.DataFrame({name: _typed_column(_object_array(column), _column_kind(table, name), sqlite=sqlite)
+                         for name, column in zip(names, values, strict=True)})
+
+
+def _object_array(values: Sequence[object]) -> npt.NDArray[np.object_]:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values  # each value one element, even a string (no sequence discovery)
+    return array
+
+
+def _typed_column(values: npt.NDArray[np.object_], kind: str, *, sqlite: bool) -> pd.Series:
+    """One dtype per kind whatever the driver returned: Int64, boolean, datetime64[ns], object text."""
+    if kind in ("int", "bool"):
+        numbers = pd.to_numeric(pd.Series(values, dtype=object)).astype("Int64")
+        return numbers.astype("boolean") if kind == "bool" else numbers
+    if kind in ("datetime", "date"):
+        # SQLite keeps timestamps as ISO text; PostgreSQL's driver gives datetime objects.
+        parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601" if sqlite else None)
+        return parsed.astype("datetime64[ns]")
+    return pd.Series(values, dtype=object)
+
+
+def _unreadable(engine: Engine, exc: Exception) -> ConfigurationError:
+    return ConfigurationError(f"--target: cannot read {mask_url(engine.url)}: {mask_text(str(exc))}")
+
+
+def _column_kind(table: Table, column: str) -> str:
+    if column in REDACTED_COLUMNS:
+        return "redacted"
+    kind = table.c[column].type
+    if isinstance(kind, Boolean):
+        return "bool"
+    if isinstance(kind, Integer):  # BigInteger is an Integer
+        return "int"
+    if isinstance(kind, DateTime):
+        return "datetime"
+    if isinstance(kind, Date):
+        return "date"
+    return "text"
+
+
+def select_run(runs: pd.DataFrame, exceptions: pd.DataFrame, requested: str | None) -> RunInfo | None:
+    """The run whose register explains: the requested one, else the latest that has a register or
+    succeeded; None (an empty register) when the target records no such run."""
+    with_register = set(exceptions["run_id"].dropna().astype(str))
+    if requested is not None:
+        known = runs[runs["run_id"].eq(requested).to_numpy(dtype=bool)]
+        if not known.empty:
+            return _run_info(known.iloc[0])
+        if requested in with_register:
+            return RunInfo(run_id=requested, status=None, as_of=None, started_at=None, ended_at=None)
+        listed = ", ".join(sorted(set(runs["run_id"].astype(str)))[-5:]) or "none"
+        raise ConfigurationError(f"--run: no run {requested!r} in the target (latest runs: {listed})")
+    qualifies = runs["status"].eq("succeeded") | runs["run_id"].isin(with_register)
+    qualifying = runs[qualifies.to_numpy(dtype=bool)]
+    if qualifying.empty:
+        return None
+    latest = qualifying.sort_values(["started_at", "run_id"], kind="stable").iloc[-1]
+    return _run_info(latest)
+
+
+def _run_info(row: pd.Series) -> RunInfo:
+    def when(value: Any) -> datetime | None:
+        return None if pd.isna(value) else pd.Timestamp(value).to_pydatetime()
+
+    return RunInfo(run_id=str(row["run_id"]), status=None if pd.isna(row["status"]) else str(row["status"]),
+                   as_of=when(row["as_of"]), started_at=when(row["started_at"]),
+                   ended_at=when(row["ended_at"]))
+
+
+def _sorted_register(register: pd.DataFrame) -> pd.DataFrame:
+    """Register rows in a reading order: entity, then legacy key (numerically when it is a number)."""
+    if register.empty:
+        return register
+    rank = register["entity"].map({e: i for i, e in enumerate(ENTITIES)}).fillna(len(ENTITIES))
+    numeric = pd.to_numeric(register["legacy_key"], errors="coerce")
+    ordered = register.assign(_rank=rank.to_numpy(), _numeric=numeric.to_numpy())
+    ordered = ordered.sort_values(
+        ["_rank", "_numeric", "legacy_key", "outcome", "reason_code", "exception_id"],
+        na_position="last", kind="stable")
+    return ordered.drop(columns=["_rank", "_numeric"]).reset_index(drop=True)
+
+
+def _register_rows(register: pd.DataFrame) -> tuple[RegisterRow, ...]:
+    columns = [register[c].tolist() for c in ("entity", "legacy_key", "outcome", "reason_code", "detail",
+                                               "merged_into")]
+    return tuple(
+        RegisterRow(entity=str(e), legacy_key=str(k), outcome=str(o), reason_code=str(r),
+                    detail=_optional_text(d) or "", merged_into=_optional_text(m))
+        for e, k, o, r, d, m in zip(*columns, strict=True)
+    )
+
+
+def _register_ids(register: pd.DataFrame, entity: str, outcomes: Iterable[str]) -> pd.DataFrame:
+    """Register rows of one entity and some outcomes whose legacy key is an integer id."""
+    chosen = register["entity"].eq(entity) & register["outcome"].isin(list(outcomes))
+    rows = register[chosen.to_numpy(dtype=bool)]
+    ids = pd.to_numeric(rows["legacy_key"], errors="coerce")
+    rows = rows.assign(legacy_id=ids.to_numpy())
+    rows = rows[rows["legacy_id"].notna().to_numpy()]
+    return rows.assign(legacy_id=rows["legacy_id"].astype("int64"))
+
+
+def _merged_users(register: pd.DataFrame) -> pd.Series:
+    """legacy user id -> the survivor its access counts under (chains of merges followed)."""
+    rows = _register_ids(register, "user", ("merged",))
+    survivors = pd.to_numeric(rows["merged_into"], errors="coerce")
+    rows = rows.assign(survivor=survivors.to_numpy())[survivors.notna().to_numpy()]
+    into = pd.Series(rows["survivor"].astype("int64").to_numpy(), index=rows["legacy_id"].to_numpy())
+    into = into[~into.index.duplicated(keep="first")]
+    for _ in range(16):  # a survivor merged in turn; a cycle stops after a few rounds
+        onward = into.map(into)
+        if onward.isna().all():
+            break
+        into = onward.fillna(into).astype("int64")
+    return into
+
+
+# --- the two sets of access tuples ----------------------------------------------------------------
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Text with None for missing values, whatever string dtype the reader used."""
+    return series.astype(object).where(series.notna(), None)
+
+
+def _flag(series: pd.Series) -> npt.NDArray[np.bool_]:
+    return series.fillna(False).to_numpy(dtype=bool)
+
+
+def legacy_access(frames: LegacyFrames, mapping: Mapping, merged_into: pd.Series,
+                  as_of: datetime) -> pd.DataFrame:
+    """One row per habilitation giving effective access at `as_of`, with its access tuple."""
+    habs = frames.habilitations
+    users = frames.utilisateurs
+    apps = frames.applications.drop_duplicates("code_application", keep="first")
+    live_users = users.loc[~_flag(users["statut"].eq("SUPPRIME")), "id_utilisateur"]
+    active_codes = apps.loc[_flag(apps["actif"].astype("boolean")), "code_application"]
+    start, end = habs["date_debut"], habs["date_fin"]
+    effective = (
+        _flag(habs["statut"].eq("ACTIVE"))
+        & _flag(start <= as_of)
+        & (end.isna().to_numpy() | _flag(end > as_of))
+        & habs["id_utilisateur"].isin(live_users).to_numpy()
+        & habs["code_application"].isin(active_codes).to_numpy()
+    )
+    rows = habs[effective]
+    user_id = rows["id_utilisateur"].to_numpy(dtype=np.int64)
+    holder = user_id.copy()
+    if len(merged_into):
+        position = merged_into.index.get_indexer(pd.Index(user_id))
+        found = position >= 0
+        holder[found] = merged_into.to_numpy(dtype=np.int64)[position[found]]
+    legacy_code = _text(rows["code_application"])
+    mapped = legacy_code.map(mapping.application_codes)
+    application = mapped.where(mapped.notna(), legacy_code)
+    return pd.DataFrame(
+        {
+            "id_habilitation": rows["id_habilitation"].to_numpy(dtype=np.int64),
+            "original_user_id": user_id,
+            "legacy_user_id": holder,
+            "application_code": application.to_numpy(dtype=object),
+            "siret": _normalised_siret(rows["siret"]),
+            "role": _canonical_roles(application, _text(rows["role"]), mapping),
+        }
+    )
+
+
+def _normalised_siret(siret: pd.Series) -> npt.NDArray[np.object_]:
+    """Spaces removed, blank as NULL; computed once per distinct value."""
+    codes, uniques = pd.factorize(siret.to_numpy(dtype=object), use_na_sentinel=True)
+    digits = siret_digits(pd.Series(uniques, dtype="string"))
+    normalised = [None if pd.isna(d) or d == "" else str(d) for d in digits.tolist()]
+    return np.array([*normalised, None], dtype=object)[codes]
+
+
+def _canonical_roles(application: pd.Series, label: pd.Series, mapping: Mapping) -> npt.NDArray[np.object_]:
+    """The canonical role, or the label itself where it maps to none; the mapping is asked once per
+    distinct (application, label) pair."""
+    if application.empty:
+        return np.array([], dtype=object)
+    app_codes, app_values = pd.factorize(application.to_numpy(dtype=object))
+    label_codes, label_values = pd.factorize(label.to_numpy(dtype=object), use_na_sentinel=True)
+    label_codes = label_codes + 1  # 0 is a NULL label
+    pair = app_codes.astype(np.int64) * (len(label_values) + 1) + label_codes
+    distinct, inverse = np.unique(pair, return_inverse=True)
+    answers: list[str | None] = []
+    for key in distinct.tolist():
+        app = str(app_values[key // (len(label_values) + 1)])
+        label_code = key % (len(label_values) + 1)
+        text = None if label_code == 0 else str(label_values[label_code - 1])
+        role = mapping.canonical_role(app, text)
+        answers.append(role if role is not None else text)
+    roles: npt.NDArray[np.object_] = np.array(answers, dtype=object)[inverse.reshape(-1)]
+    return roles
+
+
+def target_access(entitlement_frame: pd.DataFrame, account_frame: pd.DataFrame,
+                  as_of: datetime) -> pd.DataFrame:
+    """One row per entitlement giving access at `as_of` to an account that has a legacy_user_id."""
+    legacy_of = account_frame[account_frame["legacy_user_id"].notna().to_numpy()]
+    by_account = pd.Series(legacy_of["legacy_user_id"].to_numpy(dtype=np.int64),
+                           index=pd.Index(legacy_of["account_id"].to_numpy(dtype=np.int64)))
+    ent = entitlement_frame
+    until = ent["valid_until"]
+    effective = _flag(ent["valid_from"] <= as_of) & (until.isna().to_numpy() | _flag(until > as_of))
+    rows = ent[effective]
+    position = by_account.index.get_indexer(pd.Index(rows["account_id"].to_numpy(dtype=np.int64)))
+    rows = rows[position >= 0]
+    position = position[position >= 0]
+    return pd.DataFrame(
+        {
+            "entitlement_id": rows["entitlement_id"].to_numpy(dtype=np.int64),
+            "legacy_habilitation_id": rows["legacy_habilitation_id"].astype("Int64").to_numpy(),
+            "legacy_user_id": by_account.to_numpy(dtype=np.int64)[position],
+            "application_code": _text(rows["application_code"]).to_numpy(dtype=object),
+            "siret": _text(rows["siret"]).to_numpy(dtype=object),
+            "role": _text(rows["role"]).to_numpy(dtype=object),
+        }
+    )
+
+
+TUPLE_COLUMNS = ("legacy_user_id", "application_code", "siret", "role")
+EMPTY_SET_HASH = hashlib.sha256(b"").hexdigest()
+
+
+def _missing(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value)
+    return value is None or value is pd.NA or value is pd.NaT
+
+
+def _optional_text(value: object) -> str | None:
+    return None if _missing(value) else str(value)
+
+
+def _escape_tuple_text(value: object) -> str:
+    return NULL_TEXT if _missing(value) else str(value).translate(_TUPLE_ESCAPES)
+
+
+@dataclass(frozen=True)
+class _TextCodes:
+    """A text column as integer codes (0 is NULL), with each code's raw value, canonical text and rank."""
+
+    codes: npt.NDArray[np.int64]
+    raw: npt.NDArray[np.object_]  # by code; raw[0] is None
+    text: npt.NDArray[np.object_]  # by code: escaped text, \N for NULL
+    rank: npt.NDArray[np.int64]  # by code: position of its text in code-point order
+
+    @classmethod
+    def of(cls, values: npt.NDArray[np.object_]) -> _TextCodes:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        raw = np.array([None, *uniques], dtype=object)
+        text = np.array([_escape_tuple_text(v) for v in raw], dtype=object)
+        rank = np.empty(len(text), dtype=np.int64)
+        rank[np.argsort(text, kind="stable")] = np.arange(len(text))
+        return cls(codes=codes.astype(np.int64) + 1, raw=raw, text=text, rank=rank)
+
+
+class _TupleSpace:
+    """The access tuples of several frames, each row given a dense tuple id shared by all frames."""
+
+    def __init__(self, *frames: pd.DataFrame) -> None:
+        self.sizes = [len(f) for f in frames]
+        self.users = np.concatenate([f["legacy_user_id"].to_numpy(dtype=np.int64) for f in frames])
+        columns = {c: _TextCodes.of(np.concatenate([f[c].to_numpy(dtype=object) for f in frames]))
+                   for c in TUPLE_COLUMNS[1:]}
+        self.app, self.siret, self.role = columns["application_code"], columns["siret"], columns["role"]
+        user_codes = pd.factorize(self.users)[0].astype(np.int64)
+        combined = _combine_codes([user_codes, self.app.codes, self.siret.codes, self.role.codes])
+        ids, distinct = pd.factorize(combined)
+        self.ids: npt.NDArray[np.int64] = ids.astype(np.int64)
+        self.size = len(distinct)
+        self.bounds = np.cumsum([0, *self.sizes])
+
+    def part(self, index: int) -> npt.NDArray[np.int64]:
+        return self.ids[self.bounds[index]:self.bounds[index + 1]]
+
+    def members(self, index: int) -> npt.NDArray[np.bool_]:
+        """Lookup table: tuple id -> whether frame `index` holds that tuple."""
+        table = np.zeros(self.size, dtype=bool)
+        table[self.part(index)] = True
+        return table
+
+    def first_rows(self, index: int) -> npt.NDArray[np.int64]:
+        """Positions (in the whole space) of the first row of each distinct tuple of frame `index`."""
+        first = ~pd.Series(self.part(index)).duplicated(keep="first").to_numpy()
+        positions: npt.NDArray[np.int64] = np.flatnonzero(first).astype(np.int64) + int(self.bounds[index])
+        return positions
+
+    def count_by_application(self, positions: npt.NDArray[np.int64]) -> dict[str, int]:
+        counts = np.bincount(self.app.codes[positions], minlength=len(self.app.raw))
+        return {str(self.app.raw[code]): int(n) for code, n in enumerate(counts.tolist()) if n}
+
+    def control_hashes(self, positions: npt.NDArray[np.int64]) -> dict[str, str]:
+        """Per application: SHA-256 of its distinct tuples (see `control_hashes`)."""
+        if not len(positions):
+            return {}
+        app, siret, role = self.app.codes[positions], self.siret.codes[positions], self.role.codes[positions]
+        users = self.users[positions]
+        order = np.lexsort((self.role.rank[role], self.siret.rank[siret], users, self.app.rank[app]))
+        app, siret, role, users = app[order], siret[order], role[order], users[order]
+        lines = list(map("\t".join, zip(map(str, users.tolist()), self.app.text[app].tolist(),
+                                        self.siret.text[siret].tolist(), self.role.text[role].tolist(),
+                                        strict=True)))
+        starts = np.flatnonzero(np.r_[True, app[1:] != app[:-1]])
+        ends = np.r_[starts[1:], len(lines)]
+        return {
+            str(self.app.raw[app[start]]): _sha256_text("\n".join(lines[start:end]) + "\n")
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
+        }
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def control_hashes(tuples: pd.DataFrame) -> dict[str, str]:
+    """Per application: SHA-256 of its distinct tuples as UTF-8 lines
+    `legacy_user_id<TAB>application_code<TAB>siret<TAB>role<LF>`, sorted by legacy_user_id (as a
+    number), then siret, then role (code-point order); NULL is written \\N, and backslash, tab and
+    line breaks inside values as \\\\, \\t, \\n, \\r. Independent of the order rows come in."""
+    space = _TupleSpace(tuples)
+    return space.control_hashes(space.first_rows(0))
+
+
+def _combine_codes(columns: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
+    """One int64 per row, equal exactly when every column's code is equal (codes are >= 0)."""
+    combined = np.zeros(len(columns[0]), dtype=np.int64)
+    for codes in columns:
+        base = int(codes.max()) + 1 if len(codes) else 1
+        if len(combined) and int(combined.max()) >= (2**62) // base:
+            combined = pd.factorize(combined)[0].astype(np.int64)  # below the row count: the product fits
+        combined = combined * base + codes
+    return combined
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    legacy_access: dict[str, int]
+    target_access: dict[str, int]
+    matched: dict[str, int]
+    legacy_hashes: dict[str, str]
+    target_hashes: dict[str, str]
+    missing_explained: pd.DataFrame  # TUPLE_COLUMNS + reason_code
+    missing_unexplained: pd.DataFrame  # TUPLE_COLUMNS + legacy_habilitation_ids
+    extra: pd.DataFrame  # TUPLE_COLUMNS + legacy_habilitation_ids, entitlement_ids
+
+
+def _compare(legacy_rows: pd.DataFrame, target_rows: pd.DataFrame, register: pd.DataFrame) -> _Comparison:
+    space = _TupleSpace(legacy_rows, target_rows)
+    legacy_ids, target_ids = space.part(0), space.part(1)
+    in_legacy, in_target = space.members(0), space.members(1)
+    legacy_first, target_first = space.first_rows(0), space.first_rows(1)
+    matched = legacy_first[in_target[space.ids[legacy_first]]]
+
+    legacy_rows = legacy_rows.assign(tuple_id=legacy_ids)
+    target_rows = target_rows.assign(tuple_id=target_ids)
+    missing_rows = legacy_rows[~in_target[legacy_ids]]
+    missing = missing_rows.drop_duplicates("tuple_id")[[*TUPLE_COLUMNS, "tuple_id"]]
+    reasons = _explanations(missing_rows, register)
+    explained = missing.merge(reasons, on="tuple_id", how="inner")
+    unexplained = missing[~missing["tuple_id"].isin(reasons["tuple_id"]).to_numpy()]
+    giving = missing_rows[missing_rows["tuple_id"].isin(unexplained["tuple_id"]).to_numpy()]
+    unexplained = unexplained.merge(_id_lists(giving, "id_habilitation", "legacy_habilitation_ids"),
+                                    on="tuple_id", how="left")
+    behind = target_rows[~in_legacy[target_ids]]
+    extra = behind.drop_duplicates("tuple_id")[[*TUPLE_COLUMNS, "tuple_id"]]
+    extra = extra.merge(_id_lists(behind, "legacy_habilitation_id", "legacy_habilitation_ids"),
+                        on="tuple_id", how="left")
+    extra = extra.merge(_id_lists(behind, "entitlement_id", "entitlement_ids"), on="tuple_id", how="left")
+    return _Comparison(
+        legacy_access=space.count_by_application(legacy_first),
+        target_access=space.count_by_application(target_first),
+        matched=space.count_by_application(matched),
+        legacy_hashes=space.control_hashes(legacy_first),
+        target_hashes=space.control_hashes(target_first),
+        missing_explained=explained,
+        missing_unexplained=unexplained,
+        extra=extra,
+    )
+
+
+def _id_lists(rows: pd.DataFrame, column: str, name: str) -> pd.DataFrame:
+    """tuple_id -> sorted tuple of the ids in `column` (NULLs left out), for the rows given."""
+    present = rows[rows[column].notna().to_numpy()]
+    ids: dict[int, list[int]] = {}
+    for tuple_id, value in zip(present["tuple_id"].tolist(), present[column].tolist(), strict=True):
+        ids.setdefault(int(tuple_id), []).append(int(value))
+    return pd.DataFrame({"tuple_id": np.array(list(ids), dtype=np.int64),
+                         name: pd.Series([tuple(sorted(v)) for v in ids.values()], dtype=object)})
+
+
+def _explanations(missing_rows: pd.DataFrame, register: pd.DataFrame) -> pd.DataFrame:
+    """tuple_id -> reason_code for the missing tuples the register explains.
+
+    A habilitation's own `excluded`/`rejected` row comes first (lowest id_habilitation, then
+    reason), else a row of its holder. A `merged` habilitation row explains nothing: the access
+    it carried lives on in its survivor, which is migrated by definition.
+    """
+    empty = pd.DataFrame({"tuple_id": np.array([], dtype=np.int64),
+                          "reason_code": np.array([], dtype=object)})
+    if missing_rows.empty or register.empty:
+        return empty
+    habs = _register_ids(register, "habilitation", ("excluded", "rejected"))
+    users = _register_ids(register, "user", COUNTED_OUTCOMES)
+    by_hab = missing_rows.merge(habs[["legacy_id", "reason_code"]], left_on="id_habilitation",
+                                right_on="legacy_id", how="inner").assign(priority=0)
+    by_user = missing_rows.merge(users[["legacy_id", "reason_code"]], left_on="legacy_user_id",
+                                 right_on="legacy_id", how="inner").assign(priority=1)
+    candidates = pd.concat([by_hab, by_user], ignore_index=True)
+    if candidates.empty:
+        return empty
+    candidates = candidates.sort_values(["tuple_id", "priority", "id_habilitation", "reason_code"],
+                                        kind="stable")
+    chosen = candidates.drop_duplicates("tuple_id", keep="first")
+    return pd.DataFrame({"tuple_id": chosen["tuple_id"].to_numpy(dtype=np.int64),
+                         "reason_code": chosen["reason_code"].astype(str).to_numpy(dtype=object)})
+
+
+# --- per application ------------------------------------------------------------------------------
+
+
+def _applications(frames: LegacyFrames, mapping: Mapping, target_apps: pd.DataFrame,
+                  comparison: _Comparison) -> tuple[ApplicationReconciliation, ...]:
+    legacy_codes: dict[str, set[str]] = {}
+    for code in frames.applications["code_application"].dropna().astype(str).unique().tolist():
+        legacy_codes.setdefault(mapping.application_codes.get(code, code), set()).add(code)
+    codes = set(legacy_codes) | {str(c) for c in target_apps["code"].dropna()}
+    codes |= set(comparison.legacy_access) | set(comparison.target_access)
+
+    def counts(frame: pd.DataFrame) -> dict[str, int]:
+        return {str(k): int(v) for k, v in frame["application_code"].value_counts().items()}
+
+    unexplained, extra = counts(comparison.missing_unexplained), counts(comparison.extra)
+    explained = counts(comparison.missing_explained)
+    by_reason: dict[str, dict[str, int]] = {}
+    explained_rows = comparison.missing_explained
+    pairs = zip(explained_rows["application_code"].tolist(), explained_rows["reason_code"].tolist(),
+                strict=True)
+    for app, reason in pairs:
+        reasons = by_reason.setdefault(str(app), {})
+        reasons[str(reason)] = reasons.get(str(reason), 0) + 1
+    return tuple(
+        ApplicationReconciliation(
+            application_code=code,
+            legacy_codes=tuple(sorted(legacy_codes.get(code, ()))),
+            legacy_access=comparison.legacy_access.get(code, 0),
+            target_access=comparison.target_access.get(code, 0),
+            matched=comparison.matched.get(code, 0),
+            missing_explained=explained.get(code, 0),
+            missing_explained_by_reason=dict(sorted(by_reason.get(code, {}).items())),
+            missing_unexplained=unexplained.get(code, 0),
+            extra_in_target=extra.get(code, 0),
+            legacy_control_hash=comparison.legacy_hashes.get(code, EMPTY_SET_HASH),
+            target_control_hash=comparison.target_hashes.get(code, EMPTY_SET_HASH),
+        )
+        for code in sorted(codes)
+    )
+
+
+def _holders(users: pd.DataFrame) -> pd.Series:
+    """legacy user id -> "first last <email>", for reports that may show personal data."""
+    def clean(column: str) -> pd.Series:
+        return users[column].astype("string").fillna("").str.strip()
+
+    text = (clean("prenom") + " " + clean("nom")).str.strip() + " <" + clean("courriel") + ">"
+    return pd.Series(text.to_numpy(dtype=object), index=users["id_utilisateur"].to_numpy(dtype=np.int64))
+
+
+def _differences(kind: str, frame: pd.DataFrame, holders: pd.Series | None) -> tuple[AccessDifference, ...]:
+    if frame.empty:
+        return ()
+    ordered = frame.assign(
+        _siret=frame["siret"].map(_escape_tuple_text), _role=frame["role"].map(_escape_tuple_text)
+    ).sort_values(["application_code", "legacy_user_id", "_siret", "_role"], kind="stable")
+
+    def ids(value: object) -> tuple[int, ...]:
+        return value if isinstance(value, tuple) else ()
+
+    entitlement_ids = ordered["entitlement_ids"] if "entitlement_ids" in ordered else pd.Series(
+        [()] * len(ordered), index=ordered.index, dtype=object)
+    return tuple(
+        AccessDifference(
+            kind=kind,
+            legacy_user_id=int(user),
+            application_code=str(app),
+            siret=_optional_text(siret),
+            role=_optional_text(role),
+            legacy_habilitation_ids=ids(habs),
+            entitlement_ids=ids(ents),
+            holder=(None if holders is None else holders.get(int(user))),
+        )
+        for user, app, siret, role, habs, ents in zip(
+            ordered["legacy_user_id"].tolist(), ordered["application_code"].tolist(),
+            ordered["siret"].tolist(), ordered["role"].tolist(),
+            ordered["legacy_habilitation_ids"].tolist(), entitlement_ids.tolist(),
+            strict=True,
+        )
+    )
+
+
+# --- account checks -------------------------------------------------------------------------------
+
+
+def account_checks(account_frame: pd.DataFrame, users: pd.DataFrame, *,
+                   show_personal_data: bool = False) -> tuple[AccountCheck, ...]:
+    """Every migrated account (origin MIGRATION, legacy_user_id set) kept its identifiers, must reset
+    its password, has no password hash, and carries its legacy status."""
+    migrated = account_frame[(account_frame["origin"].eq(ORIGIN_MIGRATION).to_numpy(dtype=bool)
+                              & account_frame["legacy_user_id"].notna().to_numpy())]
+    legacy = pd.DataFrame({
+        "legacy_user_id": users["id_utilisateur"].to_numpy(dtype=np.int64),
+        "expected_login": _text(users["courriel"].astype("string").str.strip().str.lower()).to_numpy(
+            dtype=object),
+        "legacy_status": _text(users["statut"]).to_numpy(dtype=object),
+    })
+    joined = migrated.assign(legacy_user_id=migrated["legacy_user_id"].astype("int64")).merge(
+        legacy, on="legacy_user_id", how="left", indicator=True)
+    joined = joined.sort_values("legacy_user_id", kind="stable").reset_index(drop=True)
+    ids = joined["legacy_user_id"].to_numpy(dtype=np.int64)
+    exists = joined["_merge"].eq("both").to_numpy()
+    login = _text(joined["login"]).to_numpy(dtype=object)
+    expected_login = _text(joined["expected_login"]).to_numpy(dtype=object)
+    reset = joined["must_reset_password"].astype("boolean")
+    hash_set = joined["password_hash"].notna().to_numpy()
+    status = _text(joined["status"]).to_numpy(dtype=object)
+    legacy_status = _text(joined["legacy_status"]).to_numpy(dtype=object)
+    expected_status = _text(joined["legacy_status"].map(ACCOUNT_STATUS)).to_numpy(dtype=object)
+
+    def check(name: str, fr: str, en: str, ok: npt.NDArray[np.bool_],
+              describe: Any) -> AccountCheck:
+        failing = np.flatnonzero(~ok).tolist()
+        return AccountCheck(
+            name=name, description_fr=fr, description_en=en, checked=len(joined),
+            passed=len(joined) - len(failing),
+            failures=tuple(AccountCheckFailure(int(ids[i]), *describe(i)) for i in failing),
+        )
+
+    return (
+        check("legacy_user_exists", "legacy_user_id désigne un utilisateur de l'extraction",
+              "legacy_user_id names a user of the legacy extract", exists,
+              lambda i: ("id_utilisateur present in the extract", "absent")),
+        check("login_kept", "login = courriel sans espaces, en minuscules",
+              "login = courriel trimmed and lower-cased", exists & (login == expected_login),
+              lambda i: ((_optional_text(expected_login[i]), _optional_text(login[i])) if show_personal_data
+                         else (None, None))),
+        check("must_reset_password", "réinitialisation du mot de passe exigée",
+              "must_reset_password is true", _flag(reset),
+              lambda i: ("true", "NULL" if pd.isna(reset.iloc[i]) else str(bool(reset.iloc[i])).lower())),
+        check("no_password_hash", "aucun hachage de mot de passe repris",
+              "password_hash is NULL", ~hash_set,
+              lambda i: ("NULL", REDACTED)),
+        check("status_mapped", "statut repris (ACTIF→ACTIVE, EN_ATTENTE→PENDING, VERROUILLE→LOCKED)",
+              "status mapped (ACTIF→ACTIVE, EN_ATTENTE→PENDING, VERROUILLE→LOCKED)",
+              exists & (status == expected_status) & pd.notna(expected_status),
+              lambda i: (_status_expectation(expected_status[i], legacy_status[i]),
+                         _optional_text(status[i]))),
+    )
+
+
+def _status_expectation(expected: object, legacy: object) -> str:
+    if _missing(expected):
+        return f"no EFP Connect status for legacy {legacy}"
+    return f"{expected} (legacy {legacy})"
+
+
+# --- outcome counts -------------------------------------------------------------------------------
+
+
+def _register_count(register: pd.DataFrame, entity: str, outcome: str) -> int:
+    return int((register["entity"].eq(entity) & register["outcome"].eq(outcome)).sum())
+
+
+def outcome_counts(frames: LegacyFrames, mapping: Mapping, target: dict[str, pd.DataFrame],
+                   register: pd.DataFrame) -> tuple[OutcomeCounts, ...]:
+    """source from legacy, excluded/rejected/merged from the register, migrated from the target."""
+    user_ids = frames.utilisateurs["id_utilisateur"]
+    account_ids = target["accounts"]["legacy_user_id"].dropna().astype("int64")
+
+    siret = siret_digits(frames.etablissements["siret"].astype("string")).fillna("")
+    legacy_sirets = set(siret.unique().tolist())
+    rejected_sirets = set(register.loc[(register["entity"].eq("establishment")
+                                        & register["outcome"].eq("rejected")).to_numpy(dtype=bool),
+                                       "legacy_key"].astype(str))
+    target_sirets = set(target["establishments"]["siret"].dropna().astype(str))
+
+    codes = set(frames.applications["code_application"].dropna().astype(str))
+    target_codes = set(target["applications"]["code"].dropna().astype(str))
+    migrated_apps = {c for c in codes if c in mapping.application_codes
+                     and mapping.application_codes[c] in target_codes}
+
+    hab_ids = frames.habilitations["id_habilitation"]
+    written = pd.concat([target["entitlements"]["legacy_habilitation_id"],
+                         target["access_requests"]["legacy_habilitation_id"]]).dropna().astype("int64")
+
+    migrated = {
+        "user": int(account_ids.isin(user_ids).sum()),
+        "establishment": len((legacy_sirets & target_sirets) - rejected_sirets),
+        "application": len(migrated_apps),
+        "habilitation": int(hab_ids.isin(written).sum()),
+    }
+    source = {
+        "user": int(user_ids.nunique()),
+        "establishment": len(legacy_sirets),
+        "application": len(codes),
+        "habilitation": int(hab_ids.nunique()),
+    }
+    return tuple(
+        OutcomeCounts(entity=entity, source=source[entity], migrated=migrated[entity],
+                      **{o: _register_count(register, entity, o) for o in COUNTED_OUTCOMES})
+        for entity in ENTITIES
+    )
+
+
+def _roll_forward(counts: OutcomeCounts, register: pd.DataFrame) -> EntityRollForward:
+    rows = register[register["entity"].eq(counts.entity).to_numpy(dtype=bool)]
+    lines = [RollForwardLine(outcome="migrated", reason_code=None, count=counts.migrated)]
+    for outcome in COUNTED_OUTCOMES:
+        by_reason = rows[rows["outcome"].eq(outcome).to_numpy(dtype=bool)].groupby("reason_code").size()
+        lines += [RollForwardLine(outcome=outcome, reason_code=str(reason), count=int(count))
+                  for reason, count in sorted(by_reason.items())]
+    corrected = rows[rows["outcome"].eq("corrected").to_numpy(dtype=bool)].groupby("reason_code").size()
+    return EntityRollForward(
+        entity=counts.entity, source=counts.source, lines=tuple(lines),
+        corrected={str(k): int(v) for k, v in sorted(corrected.items())},
+        remainder=counts.source - sum(line.count for line in lines),
+    )
+
+
+# --- verdict --------------------------------------------------------------------------------------
+
+
+def decide_verdict(apps: Sequence[ApplicationReconciliation], checks: Sequence[AccountCheck],
+                   outcomes: Sequence[OutcomeCounts], *, register_rows: int) -> tuple[str, tuple[str, ...]]:
+    reasons: list[str] = []
+    missing = sum(a.missing_unexplained for a in apps)
+    extra = sum(a.extra_in_target for a in apps)
+    if missing:
+        reasons.append(f"{missing} accès du portail absent(s) d'EFP Connect sans explication / "
+                       f"{missing} legacy access tuple(s) missing from the target, unexplained")
+    if extra:
+        reasons.append(f"{extra} accès présent(s) dans EFP Connect seulement (gain de droits) / "
+                       f"{extra} target access tuple(s) with no legacy counterpart (privilege gain)")
+    for check in checks:
+        if check.failed:
+            reasons.append(f"contrôle de compte {check.name} : {check.failed} échec(s) / "
+                           f"account check {check.name}: {check.failed} failure(s)")
+    for counts in outcomes:
+        if not counts.balanced:
+            reasons.append(
+                f"{counts.entity} : source {counts.source} ≠ {counts.accounted} "
+                f"(migrés {counts.migrated} + exclus {counts.excluded} + rejetés {counts.rejected} "
+                f"+ fusionnés {counts.merged}) / {counts.entity}: source {counts.source} "
+                f"!= {counts.accounted} (migrated + excluded + rejected + merged)"
+            )
+    if reasons:
+        return NOT_RECONCILED, tuple(reasons)
+    explained = sum(a.missing_explained for a in apps)
+    if explained == 0 and register_rows == 0:
+        return RECONCILED, ()
+    return RECONCILED_WITH_EXCEPTIONS, ()
+
+
+# --- evidence: row counts and content hashes ------------------------------------------------------
+
+
+def _csv_field(value: object) -> str:
+    text = str(value)
+    if text == "":
+        return '""'  # an empty string, as opposed to NULL (an empty field)
+    if _CSV_NEEDS_QUOTES.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _per_distinct(values: npt.NDArray[Any], render: Any) -> npt.NDArray[np.object_]:
+    """`render` applied once per distinct value; a missing value gives an empty field."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    fields = np.array([*map(render, uniques), ""], dtype=object)
+    rendered: npt.NDArray[np.object_] = fields[codes]  # the NA code, -1, takes the last, empty, field
+    return rendered
+
+
+def _text_fields(series: pd.Series) -> npt.NDArray[np.object_]:
+    values = series.to_numpy(dtype=object)
+    missing = pd.isna(values)
+    present = values[~missing]
+    try:
+        joined = "\x1f".join(present)
+    except TypeError:  # not only strings
+        return _per_distinct(values, _csv_field)
+    has_empty = len(present) > 0 and (joined == "" or "\x1f\x1f" in joined or joined.startswith("\x1f")
+                                      or joined.endswith("\x1f"))
+    if has_empty or _CSV_NEEDS_QUOTES.search(joined):
+        return _per_distinct(values, _csv_field)
+    fields = values.copy()  # the usual case: every value is already its own field
+    fields[missing] = ""
+    return fields
+
+
+def _datetime_fields(series: pd.Series, kind: str) -> npt.NDArray[np.object_]:
+    values = pd.to_datetime(series).to_numpy(dtype="datetime64[us]")
+
+    def render(stamp: np.datetime64) -> str:
+        if kind == "date":
+            return str(np.datetime_as_string(stamp, unit="D"))
+        whole = stamp.astype("datetime64[s]")
+        return str(np.datetime_as_string(whole if whole == stamp else stamp, unit="s" if whole == stamp else "us"))
+
+    return _per_distinct(values, render)
+
+
+def canonical_column(series: pd.Series, kind: str) -> npt.NDArray[np.object_]:
+    """A column as canonical CSV fields: NULL empty, "" quoted, ISO timestamps, true/false."""
+    if kind in ("datetime", "date"):
+        return _datetime_fields(series, kind)
+    if kind not in ("redacted", "int", "bool"):
+        return _text_fields(series)
+    missing = series.isna().to_numpy()
+    if kind == "redacted":
+        fields = np.where(missing, "", REDACTED).astype(object)
+    elif kind == "int":
+        numbers = pd.to_numeric(series).astype("Int64").to_numpy(dtype=np.int64, na_value=0)
+        fields = _object_array(list(map(str, numbers.tolist())))
+    else:
+        truth = series.astype("boolean").fillna(False).to_numpy(dtype=bool)
+        fields = np.where(truth, "true", "false").astype(object)
+    fields[missing] = ""
+    return fields
+
+
+def table_evidence(side: str, name: str, frame: pd.DataFrame, kinds: dict[str, str],
+                   order_key: str | None) -> TableEvidence:
+    """Row count and SHA-256 of a table's canonical CSV text: a header line, then one line per row,
+    rows ordered by the table's unique key (else by their text), every line ending in LF."""
+    columns = list(kinds)
+    fields = [canonical_column(frame[c], kinds[c]) for c in columns]
+    digest = hashlib.sha256((",".join(columns) + "\n").encode("utf-8"))
+    chunk = 250_000
+    key = frame[order_key] if order_key is not None else None
+    if key is not None and key.notna().all() and key.is_unique:
+        numeric = kinds[order_key or ""] == "int"
+        values = key.to_numpy(dtype=np.int64) if numeric else key.to_numpy(dtype=object)
+        order = np.argsort(values, kind="stable")
+        how = f"by {order_key}"
+        for start in range(0, len(frame), chunk):
+            rows = order[start:start + chunk]
+            lines = map(",".join, zip(*(f[rows] for f in fields), strict=True))
+            digest.update(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+    else:
+        how = "by canonical line (code-point order)"
+        ordered = sorted(map(",".join, zip(*fields, strict=True)))
+        for start in range(0, len(ordered), chunk):
+            digest.update(("\n".join(ordered[start:start + chunk]) + "\n").encode("utf-8", "surrogatepass"))
+    return TableEvidence(side=side, table=name, row_count=len(frame), sha256=digest.hexdigest(),
+                         columns=tuple(columns), order=how,
+                         redacted_columns=tuple(c for c in columns if kinds[c] == "redacted"))
+
+
+def _legacy_kind(table: str, column: str) -> str:
+    if column in REDACTED_COLUMNS:
+        return "redacted"
+    if column in BOOLEAN_COLUMNS.get(table, ()):
+        return "bool"
+    if column in INTEGER_COLUMNS.get(table, ()):
+        return "int"
+    if column in TIMESTAMP_COLUMNS.get(table, ()):
+        return "datetime"
+    if column in DATE_COLUMNS.get(table, ()):
+        return "date"
+    return "text"
+
+
+def legacy_evidence(frames: LegacyFrames) -> tuple[TableEvidence, ...]:
+    return tuple(
+        table_evidence("legacy", name, frames.table(name), {c: _legacy_kind(name, c) for c in columns},
+                       LEGACY_ORDER_KEYS.get(name))
+        for name, columns in LEGACY_FRAME_COLUMNS.items()
+    )
+
+
+def target_evidence(target: dict[str, pd.DataFrame]) -> tuple[TableEvidence, ...]:
+    evidence = []
+    for table in TARGET_TABLES:
+        keys = [c.name for c in table.primary_key.columns]
+        kinds = {c.name: _column_kind(table, c.name) for c in table.columns}
+        evidence.append(table_evidence("target", table.name, target[table.name], kinds,
+                                       keys[0] if len(keys) == 1 else None))
+    return tuple(evidence)

