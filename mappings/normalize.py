@@ -65,6 +65,12 @@ def _role_match_key(label: str) -> str:
     return _ROLE_SEPARATORS.sub("_", without_accents.casefold()).strip("_")
 
 
+# Great Expectations asks a condition several times per run (counts, then indexes) and the
+# transform formats the phones it validated: each library verdict is computed once per value.
+_VERDICT_CACHE = 4_000_000
+
+
+@lru_cache(maxsize=_VERDICT_CACHE)
 def is_valid_email(value: str) -> bool:
     """Syntactic validity by email-validator, without any DNS lookup."""
     from email_validator import EmailNotValidError, validate_email
@@ -76,6 +82,7 @@ def is_valid_email(value: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=_VERDICT_CACHE)
 def is_valid_siret(value: str) -> bool:
     """14 digits and a correct check digit (Luhn; La Poste's own rule for SIREN 356000000)."""
     from stdnum.fr import siret
@@ -83,6 +90,7 @@ def is_valid_siret(value: str) -> bool:
     return len(value) == 14 and value.isdigit() and bool(siret.is_valid(value))
 
 
+@lru_cache(maxsize=_VERDICT_CACHE)
 def phone_e164(value: str) -> str | None:
     """E.164 when libphonenumber deems the number valid (read as French unless it has a country code)."""
     import phonenumbers

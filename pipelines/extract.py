@@ -19,8 +19,8 @@ for CSV, and for SQL in the order of the SELECT (applications by code, etablisse
 columns). The fingerprint does not depend on that order.
 
 Any breach stops the run with an `InputError` naming the file (or table), the line (or key) and
-the problem. Values of `courriel`, `nom` and `prenom` are never quoted in a message, and
-`mot_de_passe_hash` is never read by either reader.
+the problem. Values of `courriel`, `nom`, `prenom` and `telephone` (and anything holding "@")
+are never quoted in a message, and `mot_de_passe_hash` is never read by either reader.
 """
 
 from __future__ import annotations
@@ -161,28 +161,26 @@ class _Problems:
     def __init__(self, locator: RowLocator) -> None:
         self._locator = locator
         self._first: tuple[int, str] | None = None
+        # Set on a subset's collector: its row i is row rows[i] of the parent's table.
+        self._parent: _Problems | None = None
+        self._rows: npt.NDArray[np.intp] | None = None
 
     def add(self, row: int, problem: str) -> None:
-        if self._first is None or row < self._first[0]:
+        if self._parent is not None and self._rows is not None:
+            self._parent.add(int(self._rows[row]), problem)
+        elif self._first is None or row < self._first[0]:
             self._first = (row, problem)
 
-    def subset(self, rows: npt.NDArray[np.intp]) -> _SubsetProblems:
-        """Problems of a subset of the rows, reported at their row in the whole table."""
-        return _SubsetProblems(self, rows)
+    def subset(self, rows: npt.NDArray[np.intp]) -> _Problems:
+        """A collector for a subset of the rows (numbered from 0), reporting to this one."""
+        child = _Problems(self._locator)
+        child._parent, child._rows = self, rows
+        return child
 
     def raise_first(self) -> None:
         if self._first is not None:
             row, problem = self._first
             raise InputError(self._locator.source, self._locator.row(row), problem)
-
-
-class _SubsetProblems(_Problems):
-    def __init__(self, parent: _Problems, rows: npt.NDArray[np.intp]) -> None:
-        self._parent = parent
-        self._rows = rows
-
-    def add(self, row: int, problem: str) -> None:
-        self._parent.add(int(self._rows[row]), problem)
 
 
 def normalise_table(
@@ -232,13 +230,12 @@ def _convert_bytes(table: str, column: str, fields: ByteFields, problems: _Probl
 
 
 def _text_column(table: str, column: str, values: pd.Series, problems: _Problems) -> pd.Series:
-    text = _text(values)
     allowed = ENUM_COLUMNS.get(table, {}).get(column)
     if allowed is not None:
-        return _enumeration(column, text, allowed, problems)
+        return _enumeration(column, values, allowed, problems)
     if column in TRIMMED_COLUMNS.get(table, ()):
-        return _map_distinct(text, _trimmed)
-    return text
+        return _map_distinct(values, _trimmed)
+    return _text(values)
 
 
 def _final_dtype(table: str, column: str, values: pd.Series) -> pd.Series:
@@ -509,7 +506,7 @@ DATE_TEMPLATES = _BASE_TEMPLATES + tuple(
 )
 _TEMPLATES_BY_LENGTH: dict[int, tuple[str, ...]] = {
     size: tuple(template for template in DATE_TEMPLATES if len(template) == size)
-    for size in {len(template) for template in DATE_TEMPLATES}
+    for size in sorted({len(template) for template in DATE_TEMPLATES})
 }
 _FIELD_LETTERS = "YMDhmsf"
 _VALID, _MALFORMED, _OUT_OF_RANGE_STATUS = 0, 1, 2

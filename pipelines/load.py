@@ -29,6 +29,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, inspect, select, text
 
 from pipelines.errors import MigrationError
+from pipelines.faults import checkpoint
 from pipelines.frames import TARGET_FRAME_COLUMNS, TargetFrames
 from pipelines.target_schema import ORIGIN_MIGRATION, target_metadata
 from pipelines.target_setup import init_target
@@ -306,10 +307,12 @@ def load(
                 staging_started = time.perf_counter()
                 _stage_all(step, frames, config.batch_rows)
                 staging_seconds = time.perf_counter() - staging_started
+                checkpoint("load:staged")
                 _converge(step)
                 if dialect == "sqlite":
                     for name in _COLUMN_KINDS:
                         conn.execute(text(f"DROP TABLE temp.{staging_table(name)}"))
+                checkpoint("load:converged")  # everything written, nothing committed yet
         finally:
             if saved_pragmas:
                 _restore_sqlite(raw, saved_pragmas)

@@ -75,8 +75,9 @@ def read_sql_tables(url: str) -> SqlRead:
             _check_tables(connection, display)
             tables = {table: _read_table(connection, table) for table in LEGACY_TABLES}
     except SQLAlchemyError as exc:
-        detail = mask_text(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0])
-        raise InputError(display, None, f"cannot be read: {detail}") from None
+        # The driver's own first line says what went wrong; the rest is SQLAlchemy boilerplate.
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+        raise InputError(display, None, f"cannot be read: {mask_text(lines[0])}") from None
     finally:
         engine.dispose()
     return SqlRead(tables, display)

@@ -63,7 +63,7 @@ from pipelines.errors import ConfigurationError
 from pipelines.frames import LEGACY_FRAME_COLUMNS, LegacyFrames
 from pipelines.legacy_schema import BOOLEAN_COLUMNS, DATE_COLUMNS, INTEGER_COLUMNS, TIMESTAMP_COLUMNS
 from pipelines.target_schema import ORIGIN_MIGRATION, TARGET_TABLES, migration_runs
-from pipelines.timeutil import paris_now
+from pipelines.timeutil import PARIS, paris_now
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ COUNTED_OUTCOMES = ("excluded", "rejected", "merged")
 ACCOUNT_STATUS = {"ACTIF": "ACTIVE", "EN_ATTENTE": "PENDING", "VERROUILLE": "LOCKED"}
 NULL_TEXT = "\\N"  # NULL in canonical text (as PostgreSQL's COPY writes it); a real backslash is doubled
 REDACTED = "***"
+# Beyond this many lines a list in reconciliation.json stops (saying so); DIFFERENCES_FILE has them all.
+JSON_LIST_LIMIT = 10_000
+DIFFERENCES_FILE = "reconciliation_differences.csv"
 
 # How the rows of each table are ordered before hashing: by a unique key when it has one.
 LEGACY_ORDER_KEYS: dict[str, str] = {"utilisateurs": "id_utilisateur", "habilitations": "id_habilitation",
@@ -353,12 +356,21 @@ class ReconciliationReport:
             "outcome_balance": {o.entity: {"accounted": o.accounted, "balanced": o.balanced}
                                 for o in self.outcomes},
             "unexplained_differences": {
-                "missing_from_target": [_jsonable(d) for d in self.missing_unexplained],
-                "extra_in_target": [_jsonable(d) for d in self.extra_in_target],
+                "missing_from_target": [_jsonable(d) for d in self.missing_unexplained[:JSON_LIST_LIMIT]],
+                "missing_from_target_total": len(self.missing_unexplained),
+                "extra_in_target": [_jsonable(d) for d in self.extra_in_target[:JSON_LIST_LIMIT]],
+                "extra_in_target_total": len(self.extra_in_target),
+                "truncated": max(len(self.missing_unexplained), len(self.extra_in_target)) > JSON_LIST_LIMIT,
+                "complete_list": DIFFERENCES_FILE,
             },
             "account_checks": [
-                {**_jsonable(c), "failed": c.failed,
-                 "failing_legacy_user_ids": list(c.failing_legacy_user_ids)}
+                {
+                    "name": c.name, "description_fr": c.description_fr, "description_en": c.description_en,
+                    "checked": c.checked, "passed": c.passed, "failed": c.failed,
+                    "failing_legacy_user_ids": list(c.failing_legacy_user_ids),
+                    "failures": [_jsonable(f) for f in c.failures[:JSON_LIST_LIMIT]],
+                    "failures_truncated": c.failed > JSON_LIST_LIMIT,
+                }
                 for c in self.account_checks
             ],
             "exception_register": {
@@ -400,6 +412,7 @@ def reconcile(config: ReconcileConfig) -> ReconciliationReport:
     mapping = load_mapping(config.mappings_dir)  # a bad mapping stops before any data is read
     engine = make_engine(config.target_url, what="--target")
     try:
+        require_target_schema(engine)  # a wrong --target stops before the extract, which takes a while
         legacy = extract_legacy(config.source)
         return reconcile_frames(legacy.frames, engine, replace(config, started_at=started_at),
                                 inputs=legacy.inputs, mapping=mapping)
@@ -419,6 +432,8 @@ def reconcile_frames(
     started_at = config.started_at or paris_now()
     mapping = mapping if mapping is not None else load_mapping(config.mappings_dir)
     inputs = inputs if inputs is not None else LegacyInputs(source_display=_display(config.source))
+    if config.as_of.tzinfo is not None:  # the legacy clock is naive Europe/Paris wall time
+        config = replace(config, as_of=config.as_of.astimezone(PARIS).replace(tzinfo=None))
 
     with _gc_paused():
         return _reconcile(frames, engine, config, inputs, mapping, started_at)
@@ -493,8 +508,8 @@ def _display(source: str) -> str:
 _READ_TABLES: tuple[Table, ...] = (*TARGET_TABLES, migration_runs)
 
 
-def read_target(engine: Engine) -> dict[str, pd.DataFrame]:
-    """Every target table the reconciliation needs, read in one go (one snapshot on PostgreSQL)."""
+def require_target_schema(engine: Engine) -> None:
+    """Raises ConfigurationError unless the target has every table the reconciliation reads."""
     try:
         present = set(inspect(engine).get_table_names())
     except SQLAlchemyError as exc:
@@ -505,6 +520,11 @@ def read_target(engine: Engine) -> dict[str, pd.DataFrame]:
             f"--target: {mask_url(engine.url)} has no EFP Connect schema (missing: {', '.join(absent)}); "
             "nothing to reconcile (create it with `efp-migrate init-target`)"
         )
+
+
+def read_target(engine: Engine) -> dict[str, pd.DataFrame]:
+    """Every target table the reconciliation needs, read in one go (one snapshot on PostgreSQL)."""
+    require_target_schema(engine)
     frames: dict[str, pd.DataFrame] = {}
     try:
         with engine.connect() as conn:
@@ -549,22 +569,34 @@ def _read_table(conn: Connection, table: Table) -> pd.DataFrame:
     finally:
         cursor.close()
     names = [column.name for column in table.columns]
-    values = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    grid = _object_grid(rows, len(names))
     sqlite = conn.dialect.name == "sqlite"
-    return pd.DataFrame({name: _typed_column(_object_array(column), _column_kind(table, name), sqlite=sqlite)
-                         for name, column in zip(names, values, strict=True)})
+    return pd.DataFrame({name: _typed_column(grid[:, i], _column_kind(table, name), sqlite=sqlite)
+                         for i, name in enumerate(names)}, copy=False)
 
 
-def _object_array(values: Sequence[object]) -> npt.NDArray[np.object_]:
-    array = np.empty(len(values), dtype=object)
-    array[:] = values  # each value one element, even a string (no sequence discovery)
-    return array
+def _object_grid(rows: list[tuple[Any, ...]], width: int) -> npt.NDArray[np.object_]:
+    """Rows of a result as a 2-D object array (one value per cell, strings kept whole)."""
+    if not rows:
+        return np.empty((0, width), dtype=object)
+    try:
+        from pandas._libs import lib  # the C routine behind pandas' own read_sql
+
+        grid: npt.NDArray[np.object_] = lib.to_object_array_tuples(rows)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        grid = np.empty((len(rows), width), dtype=object)
+        for i, column in enumerate(zip(*rows, strict=True)):
+            grid[:, i] = column
+    return grid
 
 
 def _typed_column(values: npt.NDArray[np.object_], kind: str, *, sqlite: bool) -> pd.Series:
     """One dtype per kind whatever the driver returned: Int64, boolean, datetime64[ns], object text."""
     if kind in ("int", "bool"):
-        numbers = pd.to_numeric(pd.Series(values, dtype=object)).astype("Int64")
+        try:  # no NULL: plain integers, converted in C
+            numbers = pd.Series(values.astype(np.int64)).astype("Int64")
+        except TypeError:
+            numbers = pd.to_numeric(pd.Series(values, dtype=object)).astype("Int64")
         return numbers.astype("boolean") if kind == "bool" else numbers
     if kind in ("datetime", "date"):
         # SQLite keeps timestamps as ISO text; PostgreSQL's driver gives datetime objects.
@@ -704,9 +736,9 @@ def legacy_access(frames: LegacyFrames, mapping: Mapping, merged_into: pd.Series
         position = merged_into.index.get_indexer(pd.Index(user_id))
         found = position >= 0
         holder[found] = merged_into.to_numpy(dtype=np.int64)[position[found]]
-    legacy_code = _text(rows["code_application"])
+    legacy_code = rows["code_application"]
     mapped = legacy_code.map(mapping.application_codes)
-    application = mapped.where(mapped.notna(), legacy_code)
+    application = mapped.where(mapped.notna(), legacy_code).astype(object)
     return pd.DataFrame(
         {
             "id_habilitation": rows["id_habilitation"].to_numpy(dtype=np.int64),
@@ -714,7 +746,7 @@ def legacy_access(frames: LegacyFrames, mapping: Mapping, merged_into: pd.Series
             "legacy_user_id": holder,
             "application_code": application.to_numpy(dtype=object),
             "siret": _normalised_siret(rows["siret"]),
-            "role": _canonical_roles(application, _text(rows["role"]), mapping),
+            "role": _canonical_roles(application, rows["role"], mapping),
         }
     )
 
@@ -766,9 +798,9 @@ def target_access(entitlement_frame: pd.DataFrame, account_frame: pd.DataFrame,
             "entitlement_id": rows["entitlement_id"].to_numpy(dtype=np.int64),
             "legacy_habilitation_id": rows["legacy_habilitation_id"].astype("Int64").to_numpy(),
             "legacy_user_id": by_account.to_numpy(dtype=np.int64)[position],
-            "application_code": _text(rows["application_code"]).to_numpy(dtype=object),
-            "siret": _text(rows["siret"]).to_numpy(dtype=object),
-            "role": _text(rows["role"]).to_numpy(dtype=object),
+            "application_code": rows["application_code"].to_numpy(dtype=object),
+            "siret": rows["siret"].to_numpy(dtype=object),
+            "role": rows["role"].to_numpy(dtype=object),
         }
     )
 
@@ -1237,7 +1269,7 @@ def _per_distinct(values: npt.NDArray[Any], render: Any) -> npt.NDArray[np.objec
 
 def _text_fields(series: pd.Series) -> npt.NDArray[np.object_]:
     values = series.to_numpy(dtype=object)
-    missing = pd.isna(values)
+    missing = series.isna().to_numpy()
     present = values[~missing]
     try:
         joined = "\x1f".join(present)
@@ -1247,7 +1279,9 @@ def _text_fields(series: pd.Series) -> npt.NDArray[np.object_]:
                                       or joined.endswith("\x1f"))
     if has_empty or _CSV_NEEDS_QUOTES.search(joined):
         return _per_distinct(values, _csv_field)
-    fields = values.copy()  # the usual case: every value is already its own field
+    if not missing.any():
+        return values  # the usual case: every value is already its own field
+    fields = values.copy()
     fields[missing] = ""
     return fields
 
@@ -1275,7 +1309,9 @@ def canonical_column(series: pd.Series, kind: str) -> npt.NDArray[np.object_]:
         fields = np.where(missing, "", REDACTED).astype(object)
     elif kind == "int":
         numbers = pd.to_numeric(series).astype("Int64").to_numpy(dtype=np.int64, na_value=0)
-        fields = _object_array(list(map(str, numbers.tolist())))
+        fields = np.full(len(numbers), "", dtype=object)
+        present = numbers[~missing]  # often mostly NULL (id_delegant): convert only the values
+        fields[~missing] = np.fromiter(map(str, present.tolist()), dtype=object, count=len(present))
     else:
         truth = series.astype("boolean").fillna(False).to_numpy(dtype=bool)
         fields = np.where(truth, "true", "false").astype(object)

@@ -1,5 +1,6 @@
-"""Views of a ReconciliationReport: reconciliation.json, reconciliation_by_application.csv and a
-self-contained, printable reconciliation.html. The report is data; these only present it."""
+"""Views of a ReconciliationReport: reconciliation.json, reconciliation_by_application.csv, a
+self-contained, printable reconciliation.html, and reconciliation_differences.csv (every unexplained
+access tuple, however many). The report is data; these only present it."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reports.reconciliation import ReconciliationReport
+from reports.reconciliation import DIFFERENCES_FILE, ReconciliationReport
 
 JSON_NAME = "reconciliation.json"
 CSV_NAME = "reconciliation_by_application.csv"
 HTML_NAME = "reconciliation.html"
+DIFFERENCES_NAME = DIFFERENCES_FILE
+DIFFERENCES_COLUMNS = ("kind", "legacy_user_id", "application_code", "siret", "role", "legacy_habilitation_ids",
+                       "entitlement_ids")
 # The contract's keys first, in its order; every other key follows in alphabetical order.
 CONTRACT_KEYS = ("run_id", "as_of", "verdict", "applications", "outcomes")
 CSV_COLUMNS = (
@@ -22,7 +26,7 @@ CSV_COLUMNS = (
     "unexplained", "missing_explained", "missing_unexplained", "extra_in_target",
     "missing_explained_by_reason", "legacy_control_hash", "target_control_hash",
 )
-# A printed report cannot hold millions of lines; beyond this the HTML says so and the JSON has all.
+# A printed report cannot hold millions of lines; beyond this the HTML says so (the differences CSV has all).
 HTML_DIFFERENCE_LIMIT = 20_000
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -32,9 +36,11 @@ class ReportArtefacts:
     json_path: Path
     csv_path: Path
     html_path: Path
+    differences_path: Path
 
     def to_dict(self) -> dict[str, str]:
-        return {"json": str(self.json_path), "csv": str(self.csv_path), "html": str(self.html_path)}
+        return {"json": str(self.json_path), "csv": str(self.csv_path), "html": str(self.html_path),
+                "differences": str(self.differences_path)}
 
 
 def _sorted_keys(value: Any) -> Any:
@@ -75,6 +81,27 @@ def render_csv(report: ReconciliationReport) -> str:
     return buffer.getvalue()
 
 
+def write_differences_csv(report: ReconciliationReport, path: Path) -> Path:
+    """Every unexplained tuple, missing then extra (UTF-8, comma, header row, LF line ends); the
+    holder's name and email only when the report shows personal data."""
+    personal = bool(report.header.configuration.get("show_personal_data"))
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow((*DIFFERENCES_COLUMNS, "holder") if personal else DIFFERENCES_COLUMNS)
+        for difference in (*report.missing_unexplained, *report.extra_in_target):
+            row = [
+                difference.kind, difference.legacy_user_id, _spreadsheet_safe(difference.application_code),
+                "" if difference.siret is None else _spreadsheet_safe(difference.siret),
+                "" if difference.role is None else _spreadsheet_safe(difference.role),
+                " ".join(map(str, difference.legacy_habilitation_ids)),
+                " ".join(map(str, difference.entitlement_ids)),
+            ]
+            if personal:
+                row.append(_spreadsheet_safe(difference.holder or ""))
+            writer.writerow(row)
+    return path
+
+
 def _environment() -> Any:
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -107,14 +134,15 @@ def render_html(report: ReconciliationReport) -> str:
 
 
 def write_reports(report: ReconciliationReport, out_dir: Path) -> ReportArtefacts:
-    """Writes the three views into `out_dir` (created, readable by its owner only, if missing)."""
+    """Writes the views into `out_dir` (created, readable by its owner only, if missing)."""
     out_dir = Path(out_dir)
     if not out_dir.exists():
         out_dir.mkdir(parents=True, mode=0o700)
     artefacts = ReportArtefacts(json_path=out_dir / JSON_NAME, csv_path=out_dir / CSV_NAME,
-                                html_path=out_dir / HTML_NAME)
+                                html_path=out_dir / HTML_NAME, differences_path=out_dir / DIFFERENCES_NAME)
     for path, text in ((artefacts.json_path, render_json(report)), (artefacts.csv_path, render_csv(report)),
                        (artefacts.html_path, render_html(report))):
         with path.open("w", encoding="utf-8", newline="") as handle:
             handle.write(text)
+    write_differences_csv(report, artefacts.differences_path)
     return artefacts

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
+from pipelines.db import mask_url
 from pipelines.errors import InputError
 from pipelines.extract import TEXT_DTYPE, ExtractConfig, ExtractResult, extract
 from pipelines.frames import LEGACY_FRAME_COLUMNS, LegacyFrames
@@ -233,9 +235,7 @@ def expected_frames() -> LegacyFrames:
     )
 
 
-def assert_frames_equal(
-    actual: LegacyFrames, expected: LegacyFrames, *, any_order: tuple[str, ...] = ()
-) -> None:
+def assert_frames_equal(actual: LegacyFrames, expected: LegacyFrames, *, any_order: tuple[str, ...] = ()) -> None:
     for table, columns in LEGACY_FRAME_COLUMNS.items():
         left, right = actual.table(table), expected.table(table)
         assert list(left.columns) == list(columns)
@@ -342,9 +342,7 @@ def test_fingerprint_ignores_file_order_but_not_content(tmp_path: Path) -> None:
     changed_rows[1][2] = "O'Brien"
 
     same = extract(ExtractConfig(str(write_folder(tmp_path / "b", reordered))))
-    changed = extract(
-        ExtractConfig(str(write_folder(tmp_path / "c", {"utilisateurs": render(changed_rows)})))
-    )
+    changed = extract(ExtractConfig(str(write_folder(tmp_path / "c", {"utilisateurs": render(changed_rows)}))))
 
     assert same.input_fingerprint == reference.input_fingerprint
     assert same.file_checksums != reference.file_checksums
@@ -372,9 +370,7 @@ def test_every_date_format(tmp_path: Path, written: str, expected: str) -> None:
 
     result = extract(ExtractConfig(str(write_folder(tmp_path, {"habilitations": render(rows)}))))
 
-    assert result.frames.habilitations.set_index("id_habilitation").at[11, "date_debut"] == pd.Timestamp(
-        expected
-    )
+    assert result.frames.habilitations.set_index("id_habilitation").at[11, "date_debut"] == pd.Timestamp(expected)
 
 
 def test_date_formats_mixed_in_one_file(tmp_path: Path) -> None:
@@ -388,11 +384,7 @@ def test_date_formats_mixed_in_one_file(tmp_path: Path) -> None:
 
     result = extract(
         ExtractConfig(
-            str(
-                write_folder(
-                    tmp_path, {"habilitations": render(rows), "etablissements": render(etablissements)}
-                )
-            )
+            str(write_folder(tmp_path, {"habilitations": render(rows), "etablissements": render(etablissements)}))
         )
     )
 
@@ -454,8 +446,7 @@ def test_quoted_multiline_field_blank_lines_and_line_numbers(tmp_path: Path) -> 
     error = read_error(write_folder(tmp_path, {"applications": content}))
 
     assert str(error) == (
-        "applications.csv, line 7: actif: 'peut-être' is not a boolean "
-        "(accepted: O/N, oui/non, 1/0, true/false)"
+        "applications.csv, line 7: actif: 'peut-être' is not a boolean (accepted: O/N, oui/non, 1/0, true/false)"
     )
 
 
@@ -482,9 +473,7 @@ def test_one_megabyte_field_reads_fine(tmp_path: Path) -> None:
 def test_bare_quotes_inside_fields_use_the_careful_scan(tmp_path: Path) -> None:
     """etablissements.csv with quotes inside unquoted fields (`12 "bis" rue`, `ab"c`), which the
     fast layout scan cannot follow; then a short row on line 4."""
-    good = (
-        'siret;siren;raison_sociale;adresse;code_postal;commune;date_fermeture\n1;2;ab"c;12 "bis" rue;3;4;\n'
-    )
+    good = 'siret;siren;raison_sociale;adresse;code_postal;commune;date_fermeture\n1;2;ab"c;12 "bis" rue;3;4;\n'
     bad = good + '5;6;"x";y;7;8;\n9;10;z\n'
 
     result = extract(ExtractConfig(str(write_folder(tmp_path / "good", {"etablissements": good}))))
@@ -493,6 +482,42 @@ def test_bare_quotes_inside_fields_use_the_careful_scan(tmp_path: Path) -> None:
     assert result.frames.etablissements["adresse"].tolist() == ['12 "bis" rue']
     assert result.frames.etablissements["raison_sociale"].tolist() == ['ab"c']
     assert str(error) == "etablissements.csv, line 4: expected 7 fields, found 3"
+
+
+@pytest.mark.parametrize("bare_quote", [False, True])
+def test_identifiers_and_dates_read_alike_by_both_scans(tmp_path: Path, bare_quote: bool) -> None:
+    """habilitations.csv, CRLF, with quoted identifiers and dates ("11", "2023-04-05 10:20:00"),
+    an id_delegant " 7 " (spaces) in the last column; with `bare_quote`, role is written
+    Gestionnaire "EDOF" without quoting the field, which sends the file to the careful scan."""
+    role = 'Gestionnaire "EDOF"' if bare_quote else "Gestionnaire EDOF"
+    content = (
+        ";".join(HABILITATIONS[0]) + "\r\n"
+        f'"11";1;EDOF;12345678901234;{role};oui;ACTIVE;"2023-04-05 10:20:00";;;\r\n'
+        '10;"2";ECR;;;non;en_attente;2023-04-05;2024-04-05 00:00:00;"05/05/2023 09:00:00"; 7 \r\n'
+    )
+
+    result = extract(ExtractConfig(str(write_folder(tmp_path, {"habilitations": content}))))
+
+    expected = expected_frames().habilitations.assign(
+        role=text([None, role]), id_delegant=pd.array([7, None], dtype="Int64")
+    )
+    pd.testing.assert_frame_equal(result.frames.habilitations, expected)
+
+
+@pytest.mark.parametrize("bare_quote", [False, True])
+def test_bad_date_reported_alike_by_both_scans(tmp_path: Path, bare_quote: bool) -> None:
+    """habilitations.csv whose date_fin on line 3 is written "2023""04" (a quoted field holding
+    a doubled quote); with `bare_quote`, a bare quote in a role on line 2 too."""
+    role = 'Gestionnaire "EDOF"' if bare_quote else "Gestionnaire EDOF"
+    content = (
+        ";".join(HABILITATIONS[0]) + "\n"
+        f"11;1;EDOF;12345678901234;{role};oui;ACTIVE;2023-04-05 10:20:00;;;\n"
+        '10;2;ECR;;;non;EN_ATTENTE;2023-04-05;"2023""04";;\n'
+    )
+
+    error = read_error(write_folder(tmp_path, {"habilitations": content}))
+
+    assert str(error).startswith("habilitations.csv, line 3: date_fin: '2023\"04' is not a valid date (accepted: ")
 
 
 def test_header_only_files_are_empty_tables(tmp_path: Path) -> None:
@@ -516,10 +541,7 @@ def test_missing_folder(tmp_path: Path) -> None:
     """No folder at all."""
     error = read_error(tmp_path / "nowhere")
 
-    assert (
-        str(error)
-        == f"{tmp_path / 'nowhere'}: folder not found (expected a folder of CSV files or a database URL)"
-    )
+    assert str(error) == f"{tmp_path / 'nowhere'}: folder not found (expected a folder of CSV files or a database URL)"
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -600,10 +622,7 @@ def test_unterminated_quote(tmp_path: Path) -> None:
 
     error = read_error(write_folder(tmp_path, {"habilitations": content}))
 
-    assert (
-        str(error)
-        == "habilitations.csv, line 3: unterminated quote: the quoted field starting here never ends"
-    )
+    assert str(error) == "habilitations.csv, line 3: unterminated quote: the quoted field starting here never ends"
 
 
 def test_unterminated_quote_after_bare_quotes(tmp_path: Path) -> None:
@@ -613,10 +632,7 @@ def test_unterminated_quote_after_bare_quotes(tmp_path: Path) -> None:
 
     error = read_error(write_folder(tmp_path, {"applications": content}))
 
-    assert (
-        str(error)
-        == "applications.csv, line 3: unterminated quote: the quoted field starting here never ends"
-    )
+    assert str(error) == "applications.csv, line 3: unterminated quote: the quoted field starting here never ends"
 
 
 def test_empty_file(tmp_path: Path) -> None:
@@ -632,9 +648,7 @@ def test_nul_byte(tmp_path: Path) -> None:
 
     error = read_error(write_folder(tmp_path, {"applications": content}))
 
-    assert (
-        str(error) == "applications.csv, line 3: NUL byte in the data (expected UTF-8 or Windows-1252 text)"
-    )
+    assert str(error) == "applications.csv, line 3: NUL byte in the data (expected UTF-8 or Windows-1252 text)"
 
 
 @pytest.mark.parametrize(
@@ -668,8 +682,7 @@ def test_date_outside_the_supported_range(tmp_path: Path) -> None:
     error = read_error(write_folder(tmp_path, {"habilitations": render(rows)}))
 
     assert str(error) == (
-        "habilitations.csv, line 2: date_fin: '9999-12-31' "
-        "is outside the supported range (years 1678 to 2261)"
+        "habilitations.csv, line 2: date_fin: '9999-12-31' is outside the supported range (years 1678 to 2261)"
     )
 
 
@@ -917,10 +930,18 @@ def test_missing_table(legacy_url: str) -> None:
     with pytest.raises(InputError) as caught:
         extract(ExtractConfig(legacy_url))
 
-    assert caught.value.source == "table etablissements"
-    assert caught.value.location is None
-    assert caught.value.problem.startswith("table not found in ")
-    assert "***" in caught.value.problem or "sqlite" in caught.value.problem
+    assert (caught.value.source, caught.value.location) == ("table etablissements", None)
+    assert caught.value.problem == f"table not found in {mask_url(make_url(legacy_url))}"
+
+
+def test_unreachable_database_message_masks_the_password() -> None:
+    """A PostgreSQL URL with a password, to a port where nothing listens."""
+    with pytest.raises(InputError) as caught:
+        extract(ExtractConfig("postgresql://migration:s3cret@127.0.0.1:1/legacy"))
+
+    assert caught.value.source == "postgresql+psycopg://migration:***@127.0.0.1:1/legacy"
+    assert caught.value.problem.startswith("cannot be read: ")
+    assert "s3cret" not in str(caught.value)
 
 
 def test_missing_column(legacy_url: str) -> None:
@@ -957,8 +978,7 @@ def test_bad_database_values_are_named_by_key(legacy_url: str) -> None:
         extract(ExtractConfig(legacy_url))
 
     assert str(caught.value) == (
-        "table habilitations, id_habilitation 11: "
-        "statut: 'PERDUE' is not one of ACTIVE, EN_ATTENTE, REFUSEE, REVOQUEE"
+        "table habilitations, id_habilitation 11: statut: 'PERDUE' is not one of ACTIVE, EN_ATTENTE, REFUSEE, REVOQUEE"
     )
 
 
@@ -986,13 +1006,9 @@ def test_sqlite_text_booleans_and_foreign_date_text(tmp_path: Path) -> None:
             legacy_metadata.create_all(connection)
             for table, rows in SQL_ROWS.items():
                 connection.execute(LEGACY_TABLES[table].insert(), rows)
-            connection.execute(
-                sa.text("UPDATE applications SET actif = 'N' WHERE code_application = ' ECR '")
-            )
+            connection.execute(sa.text("UPDATE applications SET actif = 'N' WHERE code_application = ' ECR '"))
             connection.execute(sa.text("UPDATE applications SET actif = 'O' WHERE code_application = 'EDOF'"))
-            connection.execute(
-                sa.text("UPDATE habilitations SET date_debut = '05/04/2023' WHERE id_habilitation = 10")
-            )
+            connection.execute(sa.text("UPDATE habilitations SET date_debut = '05/04/2023' WHERE id_habilitation = 10"))
     finally:
         engine.dispose()
 

@@ -8,6 +8,7 @@ hand; `_wave_one` and `_wave_two` say in their docstrings what they contain.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -516,9 +517,12 @@ def test_every_migrated_account_must_reset_its_password(engine: Engine) -> None:
 
 
 def test_native_references_keep_migrated_rows_and_native_access_is_not_duplicated(engine: Engine) -> None:
-    """After the first wave EFP Connect itself gave alice (1001) PIC and EDOF/A LECTEUR_EDOF.
-    The next wave drops alice, and bob gains EDOF/A LECTEUR_EDOF... which alice's native row
-    does not hold, but a second native row on bob does."""
+    """After the first wave, EFP Connect itself gave alice (1001) PIC/SIRET_NATIVE and bob (1002)
+    EDOF/A LECTEUR_EDOF (two NATIVE entitlements on migrated accounts). The next wave drops
+    alice and dave, and brings 5010 = bob EDOF/A LECTEUR_EDOF from the legacy portal.
+
+    Alice's account stays (a native row references it) but her migrated access goes; dave goes;
+    5010 is not written, since bob already holds that access natively."""
     _run(engine, _wave_one(), "w1")
     with engine.begin() as conn:
         ids = dict(conn.execute(select(accounts.c.legacy_user_id, accounts.c.account_id)).all())
@@ -667,7 +671,7 @@ load(make_engine(sys.argv[1]), _wave_two(), LoadConfig(run_id="w2", batch_rows=2
 """
 
 
-@pytest.mark.parametrize("killed_at", ["staging accounts", "upsert entitlements"])
+@pytest.mark.parametrize("killed_at", ["staging accounts", "upsert entitlements", "load:converged"])
 def test_a_killed_process_leaves_the_target_as_before(
     engine: Engine, target_url: str, killed_at: str
 ) -> None:
@@ -677,6 +681,8 @@ def test_a_killed_process_leaves_the_target_as_before(
     killed = subprocess.run(
         [sys.executable, "-c", _KILL_SCRIPT, target_url, killed_at],
         cwd=Path(__file__).resolve().parents[1],
+        # A progress step, or the load's own crash point just before it commits.
+        env={**os.environ, "EFP_KILL_AT": killed_at},
         capture_output=True,
         text=True,
         timeout=120,

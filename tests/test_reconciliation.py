@@ -59,7 +59,7 @@ from reports.reconciliation import (
     control_hashes,
     reconcile_frames,
 )
-from reports.render import CSV_NAME, HTML_NAME, JSON_NAME, render_csv, render_html, render_json
+from reports.render import CSV_NAME, DIFFERENCES_NAME, HTML_NAME, JSON_NAME, render_csv, render_html, render_json
 from tests.legacy_builders import CATALOGUE, build_tables, default_applications, to_frames, write_csv_folder
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -68,6 +68,7 @@ AS_OF = datetime(2024, 11, 14)
 RUN_ID = "20241114T010000-a1b2c3"
 OLD_RUN_ID = "20241101T010000-000000"
 HOSTILE = "<script>alert(1)</script>"
+PASSWORD_HASH = "$2b$12$SECRETHASHSECRETHASH"
 A, B, C, D = "44306184100005", "55203253400000", "12345678901234", "38012986600006"
 FIXED_START, FIXED_END = datetime(2024, 11, 14, 9, 0), datetime(2024, 11, 14, 9, 1)
 
@@ -320,18 +321,10 @@ DEFECTS_REGISTER = [
     _exception("user", "7", "merged", "DUPLICATE_LOGIN", "fusionné dans id_utilisateur 6", merged_into="6"),
     _exception("user", "2", "corrected", "PHONE_DROPPED", "téléphone non valide, non repris"),
     _exception("establishment", C, "rejected", "INVALID_SIRET", f"SIRET '{C}' : clé de contrôle fausse"),
-    _exception(
-        "establishment", A, "corrected", "DUPLICATE_SIRET", "2 lignes pour ce SIRET ; ligne retenue : 2"
-    ),
-    _exception(
-        "establishment", B, "corrected", "SIREN_CORRECTED", "siren '552032530' remplacé par '552032534'"
-    ),
-    _exception(
-        "application", "ECR", "excluded", "APPLICATION_RETIRED", "application inactive (actif = faux)"
-    ),
-    _exception(
-        "application", "REFSTRUCT", "excluded", "APPLICATION_RETIRED", "application inactive (actif = faux)"
-    ),
+    _exception("establishment", A, "corrected", "DUPLICATE_SIRET", "2 lignes pour ce SIRET ; ligne retenue : 2"),
+    _exception("establishment", B, "corrected", "SIREN_CORRECTED", "siren '552032530' remplacé par '552032534'"),
+    _exception("application", "ECR", "excluded", "APPLICATION_RETIRED", "application inactive (actif = faux)"),
+    _exception("application", "REFSTRUCT", "excluded", "APPLICATION_RETIRED", "application inactive (actif = faux)"),
     _exception("application", "LEGACYX", "rejected", "APPLICATION_UNMAPPED", "aucun code EFP Connect"),
     _exception(
         "habilitation",
@@ -360,12 +353,8 @@ DEFECTS_REGISTER = [
     _exception("habilitation", "117", "rejected", "ORPHAN_USER", "id_utilisateur 999 absent de l'extraction"),
     _exception("habilitation", "118", "rejected", "MISSING_SIRET", "usager PRO sans SIRET"),
     _exception("habilitation", "119", "rejected", "ROLE_UNMAPPED", f"rôle '{HOSTILE}' inconnu pour EDOF"),
-    _exception(
-        "habilitation", "122", "rejected", "ORPHAN_APPLICATION", "application absente de l'extraction"
-    ),
-    _exception(
-        "habilitation", "123", "rejected", "ORPHAN_ESTABLISHMENT", f"SIRET {D} absent des établissements"
-    ),
+    _exception("habilitation", "122", "rejected", "ORPHAN_APPLICATION", "application absente de l'extraction"),
+    _exception("habilitation", "123", "rejected", "ORPHAN_ESTABLISHMENT", f"SIRET {D} absent des établissements"),
 ]
 # The missing tuples the register explains (by reason), for the migrated target below.
 DEFECTS_EXPLAINED = {
@@ -505,17 +494,17 @@ def migrate_clean(engine: Engine) -> None:
 
 
 def tamper(engine: Engine) -> None:
-    """Four changes an auditor must see: an access lost, one gained, a role changed, a reset cleared."""
+    """What an auditor must see: an access lost, one gained, a role changed, a reset cleared, a
+    password hash set."""
     with engine.begin() as conn:
         conn.execute(delete(entitlements).where(entitlements.c.legacy_habilitation_id == 103))
         conn.execute(
             insert(entitlements),
             [_entitlement(90, 3, "EDOF", None, "LECTEUR_EDOF", legacy_id=None, origin="NATIVE")],
         )
-        conn.execute(
-            update(entitlements).where(entitlements.c.legacy_habilitation_id == 120).values(role=HOSTILE)
-        )
+        conn.execute(update(entitlements).where(entitlements.c.legacy_habilitation_id == 120).values(role=HOSTILE))
         conn.execute(update(accounts).where(accounts.c.legacy_user_id == 2).values(must_reset_password=False))
+        conn.execute(update(accounts).where(accounts.c.legacy_user_id == 8).values(password_hash=PASSWORD_HASH))
 
 
 # --- fixtures and helpers -------------------------------------------------------------------------
@@ -545,9 +534,7 @@ def reconcile_tables(
     tables: dict[str, list[dict[str, Any]]], engine: Engine, target_url: str, out_dir: Path, **overrides: Any
 ) -> ReconciliationReport:
     inputs = LegacyInputs(source_display="legacy-fixture", file_checksums={"utilisateurs.csv": "0" * 64})
-    return reconcile_frames(
-        to_frames(tables), engine, config(target_url, out_dir, **overrides), inputs=inputs
-    )
+    return reconcile_frames(to_frames(tables), engine, config(target_url, out_dir, **overrides), inputs=inputs)
 
 
 def by_app(report: ReconciliationReport) -> dict[str, Any]:
@@ -673,7 +660,8 @@ def test_tampered_target_is_not_reconciled_and_every_change_is_named(
     assert extra[(8, "MAF", A, HOSTILE)].legacy_habilitation_ids == (120,)
     checks = {c.name: c for c in report.account_checks}
     assert checks["must_reset_password"].failing_legacy_user_ids == (2,)
-    assert all(c.failed == 0 for name, c in checks.items() if name != "must_reset_password")
+    assert checks["no_password_hash"].failing_legacy_user_ids == (8,)
+    assert all(c.failed == 0 for name, c in checks.items() if name not in ("must_reset_password", "no_password_hash"))
     habilitations = {o.entity: o for o in report.outcomes}["habilitation"]
     assert not habilitations.balanced  # 103 is neither migrated nor in the register any more
 
@@ -691,6 +679,8 @@ def test_tampered_target_is_not_reconciled_and_every_change_is_named(
     assert named_extra == set(extra)
     failing = {c["name"]: c["failing_legacy_user_ids"] for c in data["account_checks"]}
     assert failing["must_reset_password"] == [2]
+    assert failing["no_password_hash"] == [8]
+    assert "SECRETHASH" not in render_json(report)
 
     html = render_html(report)
     section = html[html.index('id="differences"') : html.index('id="account-checks"')]
@@ -715,15 +705,11 @@ def test_default_register_is_the_latest_qualifying_run_and_run_can_be_chosen(
     assert len(old.exception_register) == 1
     assert old.verdict == NOT_RECONCILED  # the old register explains none of today's differences
     with engine.begin() as conn:
-        conn.execute(
-            insert(migration_runs), [_run("20241120T000000-failed", datetime(2024, 11, 20), "failed")]
-        )
+        conn.execute(insert(migration_runs), [_run("20241120T000000-failed", datetime(2024, 11, 20), "failed")])
     assert reconcile_tables(defects_tables(), engine, target_url, tmp_path).run_id == RUN_ID
 
 
-def test_target_without_any_run_uses_an_empty_register(
-    engine: Engine, target_url: str, tmp_path: Path
-) -> None:
+def test_target_without_any_run_uses_an_empty_register(engine: Engine, target_url: str, tmp_path: Path) -> None:
     migrate_defects(engine)
     with engine.begin() as conn:
         conn.execute(delete(migration_exceptions))
@@ -962,15 +948,13 @@ def test_cli_reconcile_exit_status_and_artefacts(
     for name in (JSON_NAME, CSV_NAME, HTML_NAME, "manifest.json"):
         assert (out_dir / name).is_file()
     manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-    assert set(manifest["files"]) == {JSON_NAME, CSV_NAME, HTML_NAME}
+    assert set(manifest["files"]) == {JSON_NAME, CSV_NAME, HTML_NAME, DIFFERENCES_NAME}
     assert "legacy/x.csv" in manifest["inputs"]
     assert all(name.startswith("mappings/") for name in manifest["inputs"] if not name.startswith("legacy"))
 
     verified = CliRunner().invoke(main, ["verify", str(out_dir)])
     assert verified.exit_code == 0, verified.output
-    (out_dir / HTML_NAME).write_text(
-        (out_dir / HTML_NAME).read_text(encoding="utf-8") + " ", encoding="utf-8"
-    )
+    (out_dir / HTML_NAME).write_text((out_dir / HTML_NAME).read_text(encoding="utf-8") + " ", encoding="utf-8")
     altered = CliRunner().invoke(main, ["verify", str(out_dir)])
     assert altered.exit_code == 1
     assert HTML_NAME in altered.output
@@ -993,35 +977,59 @@ def test_cli_reconcile_tampered_target_exits_1(
     assert "NOT_RECONCILED" in html
     assert "&lt;script&gt;" in html
     assert "<script" not in html
+    differences = (out_dir / DIFFERENCES_NAME).read_text(encoding="utf-8").splitlines()
+    assert differences == [
+        "kind,legacy_user_id,application_code,siret,role,legacy_habilitation_ids,entitlement_ids",
+        f"missing,1,MAF,{A},UTILISATEUR,103,",
+        f"missing,8,MAF,{A},UTILISATEUR,120,",
+        "extra,3,EDOF,,LECTEUR_EDOF,,90",
+        f"extra,8,MAF,{A},{HOSTILE},120,6",
+    ]
+
+
+def test_long_lists_are_cut_in_json_and_html_but_complete_in_the_differences_csv(
+    engine: Engine, target_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reports.reconciliation
+    import reports.render
+
+    monkeypatch.setattr(reports.reconciliation, "JSON_LIST_LIMIT", 1)
+    monkeypatch.setattr(reports.render, "HTML_DIFFERENCE_LIMIT", 1)
+    migrate_defects(engine)
+    tamper(engine)
+    report = reconcile_tables(defects_tables(), engine, target_url, tmp_path)
+    data = json.loads(render_json(report))["unexplained_differences"]
+    assert (len(data["missing_from_target"]), data["missing_from_target_total"], data["truncated"]) == (1, 2, True)
+    html = render_html(report)
+    assert "First 1 of 2" in html
+    artefacts = reports.render.write_reports(report, tmp_path / "out")
+    assert len(artefacts.differences_path.read_text(encoding="utf-8").splitlines()) == 1 + 4
 
 
 def test_cli_reconcile_rejects_bad_arguments(tmp_path: Path, new_database_url: Callable[[str], str]) -> None:
     url = new_database_url("sqlite")
+    out = str(tmp_path / "o")
     bad_as_of = CliRunner().invoke(
-        main,
-        ["reconcile", "--source", "x", "--target", url, "--as-of", "yesterday", "--out", str(tmp_path / "o")],
+        main, ["reconcile", "--source", "x", "--target", url, "--as-of", "yesterday", "--out", out]
     )
     assert bad_as_of.exit_code == 2
     assert "yesterday" in bad_as_of.output
-    empty_target = CliRunner().invoke(
-        main,
-        [
-            "reconcile",
-            "--source",
-            str(tmp_path),
-            "--target",
-            url,
-            "--as-of",
-            "2024-11-14",
-            "--out",
-            str(tmp_path / "o"),
-        ],
+    no_schema = CliRunner().invoke(
+        main, ["reconcile", "--source", str(tmp_path), "--target", url, "--as-of", "2024-11-14", "--out", out]
     )
-    assert empty_target.exit_code == 2
-    assert "EFP Connect schema" in empty_target.output or "error" in empty_target.output
-    unknown_run_dir = CliRunner().invoke(main, ["verify", str(tmp_path)])
-    assert unknown_run_dir.exit_code == 2
-    assert "manifest" in unknown_run_dir.output
+    assert no_schema.exit_code == 2
+    assert "no EFP Connect schema" in no_schema.output
+    engine = create_engine(url)
+    init_target(engine)
+    engine.dispose()
+    no_extract = CliRunner().invoke(
+        main, ["reconcile", "--source", str(tmp_path), "--target", url, "--as-of", "2024-11-14", "--out", out]
+    )
+    assert no_extract.exit_code == 2
+    assert "utilisateurs" in no_extract.output
+    not_a_run_folder = CliRunner().invoke(main, ["verify", str(tmp_path)])
+    assert not_a_run_folder.exit_code == 2
+    assert "manifest" in not_a_run_folder.output
 
 
 def test_cli_reconcile_unknown_run(
@@ -1070,6 +1078,41 @@ def test_reconcile_reads_a_real_csv_extract(tmp_path: Path, new_database_url: Ca
         "habilitations.csv",
     }
     assert "SECRETHASH" not in (out_dir / JSON_NAME).read_text(encoding="utf-8")
+
+
+def test_empty_extract_and_empty_target_are_reconciled(engine: Engine, target_url: str, tmp_path: Path) -> None:
+    init_target(engine)
+    report = reconcile_tables(build_tables([], [], [], []), engine, target_url, tmp_path)
+    assert report.verdict == RECONCILED, report.verdict_reasons
+    assert report.applications == ()
+    assert all(o.source == 0 for o in report.outcomes)
+    assert "<!DOCTYPE html>" in render_html(report)
+
+
+def test_an_aware_as_of_is_read_as_paris_time(engine: Engine, target_url: str, tmp_path: Path) -> None:
+    from datetime import UTC
+
+    migrate_defects(engine)
+    aware = datetime(2024, 11, 13, 23, 0, tzinfo=UTC)
+    report = reconcile_tables(defects_tables(), engine, target_url, tmp_path, as_of=aware)
+    assert report.header.as_of == AS_OF
+    assert report.verdict == RECONCILED_WITH_EXCEPTIONS
+
+
+def test_canonical_fields() -> None:
+    import pandas as pd
+
+    from reports.reconciliation import canonical_column
+
+    text = pd.Series(["a,b", "", None, 'say "hi"', "line\nbreak", "plain"], dtype="string")
+    assert canonical_column(text, "text").tolist() == ['"a,b"', '""', "", '"say ""hi"""', '"line\nbreak"', "plain"]
+    assert canonical_column(pd.Series(["x", None], dtype=object), "text").tolist() == ["x", ""]
+    stamps = pd.Series(pd.to_datetime(["2024-01-01 10:00:00", "2024-01-01 10:00:00.5", None], format="ISO8601"))
+    assert canonical_column(stamps, "datetime").tolist() == ["2024-01-01T10:00:00", "2024-01-01T10:00:00.500000", ""]
+    assert canonical_column(stamps, "date").tolist() == ["2024-01-01", "2024-01-01", ""]
+    assert canonical_column(pd.Series([1, None], dtype="Int64"), "int").tolist() == ["1", ""]
+    assert canonical_column(pd.Series([True, False, None], dtype="boolean"), "bool").tolist() == ["true", "false", ""]
+    assert canonical_column(pd.Series(["$2b$secret", None], dtype=object), "redacted").tolist() == ["***", ""]
 
 
 # --- the as-of instant ----------------------------------------------------------------------------
