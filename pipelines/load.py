@@ -234,6 +234,7 @@ class _Step:
 
     def report(self, what: str, rows: int) -> None:
         log.debug("load: %s: %d", what, rows)
+        checkpoint("load:batch" if what.startswith("staging") else "load:step")
         if self.progress is not None:
             self.progress(what, rows)
 

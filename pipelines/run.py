@@ -18,6 +18,7 @@ from sqlalchemy import Engine, inspect, select
 from pipelines import ledger
 from pipelines.db import make_engine, mask_url
 from pipelines.errors import EXIT_NOT_RECONCILED, EXIT_RECONCILED
+from pipelines.faults import checkpoint
 from pipelines.runlog import JsonLinesHandler, StageProgress, run_log
 from pipelines.target_schema import ORIGIN_MIGRATION, accounts
 from pipelines.timeutil import paris_now
@@ -101,8 +102,13 @@ def run_migration(config: RunConfig) -> RunResult:
     progress = StageProgress(STAGES, enabled=config.progress)
     try:
         with run_log(out_dir, provisional_id) as log_handler:
-            return _run(config, engine, mapping, survivors, gate_config, started_at, clock, provisional_id, stages,
-                        progress, log_handler)
+            result, inputs = _run(config, engine, mapping, survivors, gate_config, started_at, clock,
+                                  provisional_id, stages, progress, log_handler)
+        # Last, once the log is closed: the SHA-256 of every artefact of the run and of its inputs.
+        from reports.manifest import write_manifest
+
+        write_manifest(out_dir, inputs)
+        return result
     finally:
         progress.close()
         engine.dispose()
@@ -111,7 +117,7 @@ def run_migration(config: RunConfig) -> RunResult:
 def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, ...], gate_config: Any,
          started_at: datetime,
          clock: float, provisional_id: str, stages: dict[str, dict[str, Any]], progress: StageProgress,
-         log_handler: JsonLinesHandler) -> RunResult:
+         log_handler: JsonLinesHandler) -> tuple[RunResult, dict[str, str]]:
     from pipelines.extract import ExtractConfig, extract
     from pipelines.transform import transform
     from pipelines.validate import ValidateConfig, validate
@@ -121,14 +127,18 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
     from validation.gate import evaluate_gate
 
     timings: dict[str, tuple[datetime, datetime]] = {}
+    clocks: dict[str, float] = {}
 
     def begin(stage: str) -> datetime:
+        checkpoint(f"{stage}:start")
+        clocks[stage] = time.perf_counter()
         progress.start(stage)
         log.info("stage %s started", stage, extra={"stage": stage})
         return paris_now()
 
     def end(stage: str, began: datetime, result: Any) -> None:
-        stages[stage] = result.to_dict()
+        checkpoint(f"{stage}:done")
+        stages[stage] = {"elapsed_seconds": round(time.perf_counter() - clocks[stage], 3), **result.to_dict()}
         timings[stage] = (began, paris_now())
         log.info("stage %s done: %s", stage, json.dumps(stages[stage], default=str), extra={"stage": stage})
         progress.done()
@@ -185,7 +195,8 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
         end("load", began, loaded)
 
         began = begin("reconcile")
-        verdict = _reconcile(config, run_id, as_of, started_at)
+        report = _reconcile(config, run_id, as_of, started_at)
+        verdict = str(report.verdict)
         end("reconcile", began, _Verdict(verdict))
         ledger.record_stage(engine, run_id=run_id, stage="reconcile", status="succeeded", started_at=began,
                             ended_at=timings["reconcile"][1], fingerprint=extracted.input_fingerprint,
@@ -193,9 +204,10 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
         ledger.finish_run(engine, run_id, "succeeded", paris_now())
 
     exit_code = EXIT_RECONCILED if verdict in RECONCILED_VERDICTS else EXIT_NOT_RECONCILED
-    return RunResult(run_id=run_id, as_of=as_of, resumed=resumable is not None, verdict=verdict,
-                     exit_code=exit_code, out_dir=str(config.out_dir), stages=stages,
-                     elapsed_seconds=round(time.perf_counter() - clock, 3))
+    result = RunResult(run_id=run_id, as_of=as_of, resumed=resumable is not None, verdict=verdict,
+                       exit_code=exit_code, out_dir=str(config.out_dir), stages=stages,
+                       elapsed_seconds=round(time.perf_counter() - clock, 3))
+    return result, report.input_checksums()
 
 
 def load_with_ledger(
@@ -270,7 +282,7 @@ def _display_source(source: str) -> str:
     return mask_url(source) if "://" in source else source
 
 
-def _reconcile(config: RunConfig, run_id: str, as_of: datetime, started_at: datetime) -> str:
+def _reconcile(config: RunConfig, run_id: str, as_of: datetime, started_at: datetime) -> Any:
     """The independent reconciliation: reads the legacy source and the target afresh."""
     from reports.reconciliation import ReconcileConfig, reconcile
     from reports.render import write_reports
@@ -281,4 +293,4 @@ def _reconcile(config: RunConfig, run_id: str, as_of: datetime, started_at: date
         started_at=started_at, ended_at=paris_now(),
     ))
     write_reports(report, config.out_dir)
-    return str(report.verdict)
+    return report
