@@ -28,12 +28,29 @@ class AsOf(click.ParamType):
 
 def _summary_table(result: dict[str, object]) -> str:
     lines = [f"run {result['run_id']}  as-of {result['as_of']}  verdict {result['verdict']}",
-             f"{'stage':<10} {'seconds':>8}"]
+             f"{'stage':<10} {'seconds':>8}  result"]
     stages = result.get("stages")
     for stage, info in (stages.items() if isinstance(stages, dict) else ()):
-        seconds = info.get("elapsed_seconds", "") if isinstance(info, dict) else ""
-        lines.append(f"{stage:<10} {seconds!s:>8}")
-    lines.append(f"reports in {result['out_dir']}")
+        details = info if isinstance(info, dict) else {}
+        seconds = details.get("elapsed_seconds", "")
+        outcome = ""
+        if stage == "gate":
+            outcome = "passed" if details.get("passed") else ("overridden (--no-gate)" if details.get("overridden")
+                                                              else "failed")
+        elif stage == "validate":
+            counts = details.get("counts", {})
+            outcome = ", ".join(f"{entity} {c.get('migrated')}/{c.get('source')} migrated"
+                                for entity, c in counts.items())
+        elif stage == "reconcile":
+            outcome = str(details.get("verdict", ""))
+        lines.append(f"{stage:<10} {seconds!s:>8}  {outcome}")
+    out_dir = Path(str(result["out_dir"]))
+    lines.append(f"reports in {out_dir}:")
+    for name, what in (("reconciliation.html", "auditors' reconciliation"),
+                       ("validation/index.html", "stewards' validation summary and Data Docs"),
+                       ("exceptions.csv", "exception workbook (Excel/LibreOffice)"),
+                       ("manifest.json", "evidence manifest (efp-migrate verify)")):
+        lines.append(f"  {out_dir / name}  ({what})")
     return "\n".join(lines)
 
 
