@@ -103,22 +103,30 @@ def generate_legacy_command(*, users: int, seed: int, out: str, csv_encoding: st
     config = GenerateConfig(users=users, seed=seed, out=out, csv_encoding=csv_encoding,  # type: ignore[arg-type]
                             csv_delimiter=csv_delimiter, date_style=date_style)  # type: ignore[arg-type]
     echo_result(generate_legacy(config))
-from pipelines import cli_run as _cli_run  # noqa: E402,F401  (registers run, status, rollback, demo)
 
 
-def _as_of_argument(_ctx: click.Context, _param: click.Parameter, value: str) -> Any:
-    from pipelines.timeutil import parse_as_of
+class AsOf(click.ParamType):
+    """An ISO-8601 instant; without an offset it is Europe/Paris wall time (the legacy's clock)."""
 
-    try:
-        return parse_as_of(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    name = "ISO-8601"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        from datetime import datetime
+
+        if isinstance(value, datetime):
+            return value
+        from pipelines.timeutil import parse_as_of
+
+        try:
+            return parse_as_of(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @main.command("reconcile")
 @click.option("--source", required=True, envvar="EFP_SOURCE", help="Legacy SQLAlchemy URL or CSV folder.")
 @click.option("--target", "target_url", required=True, envvar="EFP_TARGET_URL", help="Target SQLAlchemy URL.")
-@click.option("--as-of", "as_of", required=True, callback=_as_of_argument,
+@click.option("--as-of", "as_of", required=True, type=AsOf(),
               help="Instant at which access is judged: ISO-8601; without an offset, Europe/Paris time.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for reconciliation.json/.html/_by_application.csv and manifest.json.")
@@ -179,3 +187,6 @@ def verify_command(run_dir: str) -> None:
         for name in names:
             click.echo(f"{label}: {name}", err=True)
     click.get_current_context().exit(0 if result.intact else 1)
+
+
+from pipelines import cli_run as _cli_run  # noqa: E402,F401  (registers run, the stage commands, status, rollback, demo)

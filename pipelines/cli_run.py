@@ -7,23 +7,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli import echo_result, handle_errors, main
-
-
-class AsOf(click.ParamType):
-    name = "ISO-8601"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
-        from datetime import datetime
-
-        if isinstance(value, datetime):
-            return value
-        from pipelines.timeutil import parse_as_of
-
-        try:
-            return parse_as_of(str(value))
-        except ValueError as exc:
-            self.fail(f"{value!r} is not an ISO-8601 instant ({exc})", param, ctx)
+from pipelines.cli import AsOf, echo_result, handle_errors, main
 
 
 def _summary_table(result: dict[str, object]) -> str:

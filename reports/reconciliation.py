@@ -1334,13 +1334,12 @@ def table_evidence(side: str, name: str, frame: pd.DataFrame, kinds: dict[str, s
         numeric = kinds[order_key or ""] == "int"
         values = key.to_numpy(dtype=np.int64) if numeric else key.to_numpy(dtype=object)
         order = np.argsort(values, kind="stable")
-        if bool((order == np.arange(len(order))).all()):  # already in key order: no reordering copy
-            order = None
+        in_order = bool((order == np.arange(len(order))).all())  # then no reordering copy is needed
         how = f"by {order_key}"
         for start in range(0, len(frame), chunk):
             span = slice(start, start + chunk)
-            columns = (f[span] for f in fields) if order is None else (f[order[span]] for f in fields)
-            lines = map(",".join, zip(*columns, strict=True))
+            parts = (f[span] for f in fields) if in_order else (f[order[span]] for f in fields)
+            lines = map(",".join, zip(*parts, strict=True))
             digest.update(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
     else:
         how = "by canonical line (code-point order)"

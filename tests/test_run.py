@@ -349,3 +349,64 @@ def test_resolution_naming_a_user_outside_any_group_is_refused(legacy_csv: Path,
     result = run(legacy_csv, target_url, tmp_path / "run", bad, str(resolutions))
     assert result.exit_code == 2
     assert "id_utilisateur 1 is not in a DUPLICATE_LOGIN group" in result.output
+
+
+def test_every_reason_code_lands_in_the_register(legacy_csv: Path, target_url: str, tmp_path: Path) -> None:
+    """The per-record outcomes of tests/test_outcomes.py, this time through the whole run and the target."""
+    from tests.test_outcomes import EXPECTED_USERS, HABILITATIONS
+
+    engine = create_engine(target_url)
+    from pipelines.target_setup import init_target
+
+    init_target(engine)
+    with engine.begin() as conn:  # a native account holding user 9's login
+        conn.execute(text(
+            "INSERT INTO accounts (legacy_user_id, login, email, last_name, first_name, account_type, status, "
+            "must_reset_password, created_at, origin) VALUES (NULL, 'native@example.fr', 'native@example.fr', "
+            "'Natif', 'Nina', 'PRO', 'ACTIVE', false, '2024-12-01 10:00:00', 'NATIVE')"))
+    engine.dispose()
+    result = run(legacy_csv, target_url, tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    engine = create_engine(target_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT entity, legacy_key, outcome, reason_code, merged_into "
+                                 "FROM migration_exceptions WHERE outcome <> 'corrected'")).all()
+        migrated_users = {r[0] for r in conn.execute(text(
+            "SELECT legacy_user_id FROM accounts WHERE origin = 'MIGRATION'"))}
+        migrated_habilitations = {r[0] for r in conn.execute(text(
+            "SELECT legacy_habilitation_id FROM entitlements UNION SELECT legacy_habilitation_id FROM access_requests"))}
+    engine.dispose()
+    register = {(entity, key): (outcome, reason) for entity, key, outcome, reason, _merged in rows}
+    for user_id, (outcome, reason) in EXPECTED_USERS.items():
+        if outcome == "migrated":
+            assert user_id in migrated_users, user_id
+            assert ("user", str(user_id)) not in register
+        else:
+            assert register[("user", str(user_id))] == (outcome, reason), user_id
+    for habilitation_id, (_fields, outcome, reason) in HABILITATIONS.items():
+        if outcome == "migrated":
+            assert habilitation_id in migrated_habilitations, habilitation_id
+        else:
+            assert register[("habilitation", str(habilitation_id))] == (outcome, reason), habilitation_id
+    merged = {(entity, key): into for entity, key, outcome, _reason, into in rows if outcome == "merged"}
+    assert merged == {("habilitation", "101"): "100", ("habilitation", "118"): "117"}
+
+
+@pytest.mark.slow
+def test_conservation_law_on_a_generated_export_of_10000_users(new_database_url: Callable[[str], str],
+                                                               engine_kind: str, tmp_path: Path) -> None:
+    legacy = new_database_url(engine_kind)
+    generated = CliRunner().invoke(main, ["generate-legacy", "--users", "10000", "--seed", "7", "--out", legacy])
+    assert generated.exit_code == 0, generated.output
+    target = new_database_url(engine_kind)
+    result = CliRunner().invoke(main, ["run", "--source", legacy, "--target", target, "--out", str(tmp_path / "run"),
+                                       "--as-of", "2024-11-14T00:00:00"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "reconciliation.json").read_text())
+    assert report["verdict"] == "RECONCILED_WITH_EXCEPTIONS"
+    assert report["outcomes"]["user"]["source"] == 10_000
+    for entity, counts in report["outcomes"].items():
+        assert counts["source"] == counts["migrated"] + counts["excluded"] + counts["rejected"] + counts["merged"], entity
+        assert counts["migrated"] > 0, entity
+    for application in report["applications"]:
+        assert application["unexplained"] == 0, application
