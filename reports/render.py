@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.reconciliation import DIFFERENCES_FILE, ReconciliationReport
+from reports.spreadsheet_safety import neutralise_cell
 
 JSON_NAME = "reconciliation.json"
 CSV_NAME = "reconciliation_by_application.csv"
@@ -28,7 +29,6 @@ CSV_COLUMNS = (
 )
 # A printed report cannot hold millions of lines; beyond this the HTML says so (the differences CSV has all).
 HTML_DIFFERENCE_LIMIT = 20_000
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,6 @@ def render_json(report: ReconciliationReport) -> str:
     return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
 
 
-def _spreadsheet_safe(value: str) -> str:
-    """A leading quote keeps spreadsheet software from running legacy text as a formula."""
-    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
-
-
 def render_csv(report: ReconciliationReport) -> str:
     """One row per application (UTF-8, comma, header row, LF line ends)."""
     buffer = io.StringIO()
@@ -71,8 +66,8 @@ def render_csv(report: ReconciliationReport) -> str:
     writer.writerow(CSV_COLUMNS)
     for app in report.applications:
         writer.writerow([
-            _spreadsheet_safe(app.application_code),
-            _spreadsheet_safe("|".join(app.legacy_codes)),
+            neutralise_cell(app.application_code),
+            neutralise_cell("|".join(app.legacy_codes)),
             app.legacy_access, app.target_access, app.matched, app.explained, app.unexplained,
             app.missing_explained, app.missing_unexplained, app.extra_in_target,
             ";".join(f"{reason}={count}" for reason, count in app.missing_explained_by_reason.items()),
@@ -90,14 +85,14 @@ def write_differences_csv(report: ReconciliationReport, path: Path) -> Path:
         writer.writerow((*DIFFERENCES_COLUMNS, "holder") if personal else DIFFERENCES_COLUMNS)
         for difference in (*report.missing_unexplained, *report.extra_in_target):
             row = [
-                difference.kind, difference.legacy_user_id, _spreadsheet_safe(difference.application_code),
-                "" if difference.siret is None else _spreadsheet_safe(difference.siret),
-                "" if difference.role is None else _spreadsheet_safe(difference.role),
+                difference.kind, difference.legacy_user_id, neutralise_cell(difference.application_code),
+                "" if difference.siret is None else neutralise_cell(difference.siret),
+                "" if difference.role is None else neutralise_cell(difference.role),
                 " ".join(map(str, difference.legacy_habilitation_ids)),
                 " ".join(map(str, difference.entitlement_ids)),
             ]
             if personal:
-                row.append(_spreadsheet_safe(difference.holder or ""))
+                row.append(neutralise_cell(difference.holder or ""))
             writer.writerow(row)
     return path
 
