@@ -596,17 +596,8 @@ def _count_upsert(step: _Step, counts: _Counts, upsert: _Upsert) -> None:
     counts.unchanged = migrated - counts.updated
 
 
-_ACCOUNT_COLUMNS = (
-    "login",
-    "email",
-    "last_name",
-    "first_name",
-    "phone",
-    "account_type",
-    "status",
-    "created_at",
-    "last_login_at",
-)
+# Every account column the frames carry, but its key.
+_ACCOUNT_COLUMNS = tuple(c for c in TARGET_FRAME_COLUMNS["accounts"] if c != "legacy_user_id")
 
 
 def _remove_stale_accounts(step: _Step) -> None:
