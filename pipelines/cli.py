@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pipelines.errors import MigrationError
+from pipelines.errors import EXIT_BAD_INPUT, MigrationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -34,6 +34,18 @@ def handle_errors(func: F) -> F:
 
             click.echo(f"error: {mask_text(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
+        except Exception as exc:
+            # A database that goes away mid-run: one masked line, not a traceback (--debug shows it).
+            from sqlalchemy.exc import OperationalError
+
+            if not isinstance(exc, OperationalError) or ctx.find_root().params.get("debug"):
+                raise
+            from pipelines.db import mask_text
+
+            first_line = str(exc.orig or exc).strip().splitlines()[0]
+            click.echo(f"error: database unavailable: {mask_text(first_line)} (nothing was committed "
+                       "by the failed step; rerun to resume)", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
 
     return wrapper  # type: ignore[return-value]
 

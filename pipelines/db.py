@@ -65,3 +65,15 @@ def _sqlite_on_connect(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def check_connection(engine: Engine, *, what: str) -> None:
+    """Fails fast, before any data is read, when a database cannot be reached (exit status 2)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        reason = mask_text(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
+        raise ConfigurationError(f"{what}: cannot connect to {mask_url(engine.url)}: {reason}") from None

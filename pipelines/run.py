@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, inspect, select
 
 from pipelines import ledger
-from pipelines.db import make_engine, mask_url
+from pipelines.db import check_connection, make_engine, mask_url
 from pipelines.errors import EXIT_NOT_RECONCILED, EXIT_RECONCILED
 from pipelines.faults import checkpoint
 from pipelines.runlog import JsonLinesHandler, StageProgress, run_log
@@ -92,6 +92,7 @@ def run_migration(config: RunConfig) -> RunResult:
     survivors = read_resolutions(config.resolutions) if config.resolutions else ()
     gate_config = load_gate_config(Path(config.gate_file) if config.gate_file else None)
     engine = make_engine(config.target_url, what="--target")
+    check_connection(engine, what="--target")
     started_at = paris_now()
     clock = time.perf_counter()
     out_dir = config.out_dir

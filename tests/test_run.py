@@ -410,3 +410,12 @@ def test_conservation_law_on_a_generated_export_of_10000_users(new_database_url:
         assert counts["migrated"] > 0, entity
     for application in report["applications"]:
         assert application["unexplained"] == 0, application
+
+
+def test_unreachable_target_fails_fast_with_a_masked_url(legacy_csv: Path, tmp_path: Path) -> None:
+    target = "postgresql://migration:Tr3s-S3cret@127.0.0.1:9/efp"  # nothing listens on port 9
+    result = run(legacy_csv, target, tmp_path / "run")
+    assert result.exit_code == 2
+    assert "cannot connect to postgresql+psycopg://migration:***@127.0.0.1:9/efp" in result.output
+    assert "Tr3s-S3cret" not in result.output
+    assert "Traceback" not in result.output
