@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -101,6 +102,8 @@ def run_migration(config: RunConfig) -> RunResult:
     provisional_id = new_run_id(started_at)
     stages: dict[str, dict[str, Any]] = {}
     progress = StageProgress(STAGES, enabled=config.progress)
+    # Everything the run writes holds personal data: owner-only files, not just an owner-only folder.
+    previous_umask = os.umask(0o077)
     try:
         with run_log(out_dir, provisional_id) as log_handler:
             result, inputs = _run(config, engine, mapping, survivors, gate_config, started_at, clock,
@@ -111,6 +114,7 @@ def run_migration(config: RunConfig) -> RunResult:
         write_manifest(out_dir, inputs)
         return result
     finally:
+        os.umask(previous_umask)
         progress.close()
         engine.dispose()
 

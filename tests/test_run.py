@@ -89,6 +89,8 @@ def test_run_migrates_reconciles_and_never_carries_the_hash(legacy_csv: Path, ta
     assert accounts["password_hash"].isna().all()
     assert set(accounts["origin"]) == {"MIGRATION"}
     assert oct(out.stat().st_mode & 0o777) == "0o700"
+    for path in out.rglob("*"):  # owner-only, files and folders alike
+        assert path.stat().st_mode & 0o077 == 0, path
     # The legacy hash is nowhere: not in the run folder, not in the target.
     for path in out.rglob("*"):
         if path.is_file():
