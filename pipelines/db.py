@@ -15,18 +15,22 @@ from pipelines.errors import ConfigurationError
 # Credentials may come from the environment instead of the command line.
 PASSWORD_ENV = "EFP_DB_PASSWORD"  # noqa: S105 (the variable's name, not a password)
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I)
+# libpq (and so SQLAlchemy URLs) also take the password as a keyword: `?password=...` in a URL's
+# query, `password=...` in a connection string.
+_KEYWORD_PASSWORD = re.compile(r"(?P<key>(?<![\w-])password=)(?P<pw>[^&\s#'\"]*)", re.I)
 
 
 def mask_url(url: str | URL) -> str:
     """The URL as it may be shown: any password replaced by ***."""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+        return mask_text(url.render_as_string(hide_password=True))
     return mask_text(url)
 
 
 def mask_text(text: str) -> str:
     """Masks passwords of every URL inside a free text (error messages, logs)."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}***{m['at']}", text)
+    masked = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}***{m['at']}", text)
+    return _KEYWORD_PASSWORD.sub(lambda m: f"{m['key']}***", masked)
 
 
 def looks_like_url(value: str) -> bool:

@@ -4,7 +4,12 @@ The lock is held by the operating system or the database session, never by a row
 that a killed run cannot leave a lock behind: on SQLite an flock on a file beside the
 database (released by the kernel when the process dies), on PostgreSQL a session-level
 advisory lock (released when the session ends). The holder is named in a side record so that
-a refused run can say who holds the target.
+a refused run can say who holds the target: the lock file's content on SQLite, the session's
+application_name on PostgreSQL.
+
+A run that takes the lock says in its log what a killed holder left behind: on SQLite the lock
+file still naming it, on PostgreSQL (where the server forgets a dead session's lock) the
+ledger entries still "running".
 """
 
 from __future__ import annotations
@@ -21,13 +26,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
+from pipelines.db import mask_text
 from pipelines.errors import TargetBusyError
 from pipelines.target_schema import migration_run_stages, migration_runs
 
 log = logging.getLogger(__name__)
 _ADVISORY_KEY = 0x4546_5043  # "EFPC"
+_APPLICATION_PREFIX = "efp-migrate "
+_APPLICATION_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
 @dataclass(frozen=True)
@@ -96,9 +105,13 @@ def _sqlite_lock(engine: Engine, run_id: str) -> Iterator[None]:
 def _postgres_lock(engine: Engine, run_id: str) -> Iterator[None]:
     connection = engine.connect()
     try:
-        application_name = f"efp-migrate {json.dumps({'run_id': run_id, 'pid': os.getpid()})}"
+        # PostgreSQL keeps at most 63 bytes of application_name: compact JSON, so that a
+        # 22-character run id and a 7-digit pid still fit whole (57 characters).
+        record = json.dumps({"run_id": run_id, "pid": os.getpid()}, separators=(",", ":"))
+        application_name = f"{_APPLICATION_PREFIX}{record}"
         connection.execute(text("SELECT set_config('application_name', :name, false)"),
-                           {"name": application_name[:63]})
+                           {"name": application_name.encode()[:_APPLICATION_NAME_BYTES].decode(errors="ignore")})
+        _keep_session_alive(connection)
         got = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": _ADVISORY_KEY}).scalar()
         connection.commit()
         if not got:
@@ -107,14 +120,55 @@ def _postgres_lock(engine: Engine, run_id: str) -> Iterator[None]:
                      "WHERE l.locktype = 'advisory' AND l.objid = :key AND l.granted LIMIT 1"),
                 {"key": _ADVISORY_KEY},
             ).scalar()
-            raise TargetBusyError(_busy_message((holder or "").removeprefix("efp-migrate ")))
+            raise TargetBusyError(_busy_message((holder or "").removeprefix(_APPLICATION_PREFIX)))
+        # The server released the lock of any session that died; what such a run leaves is its
+        # ledger entry, still "running": say that the target is taken over from it.
+        _log_unfinished_runs(connection)
+        connection.commit()
         try:
             yield
-        finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _ADVISORY_KEY})
-            connection.commit()
+        except BaseException:
+            _postgres_unlock(connection, run_id, failed=True)  # never hides what ended the run
+            raise
+        _postgres_unlock(connection, run_id, failed=False)
     finally:
         connection.close()
+
+
+def _postgres_unlock(connection: Connection, run_id: str, *, failed: bool) -> None:
+    try:
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _ADVISORY_KEY})
+        connection.commit()
+    except DBAPIError as exc:
+        reason = mask_text(str(exc.orig or exc).strip().splitlines()[0])
+        if failed:
+            log.debug("run lock session of %s already gone: %s", run_id, reason)
+        else:
+            log.warning("the session holding the run lock ended before run %s did (%s): another run may have "
+                        "written the target meanwhile", run_id, reason)
+
+
+def _keep_session_alive(connection: Connection) -> None:
+    """The lock's session sits idle for the whole run: no server idle timeout may end it (and
+    silently release the lock), and a client that died without closing it (a crashed host) is
+    noticed within about a minute instead of the system's two hours of TCP keepalive."""
+    settings = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
+    if int(connection.execute(text("SELECT current_setting('server_version_num')")).scalar_one()) >= 140000:
+        settings["idle_session_timeout"] = "0"
+    for name, value in settings.items():
+        connection.execute(text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value})
+
+
+def _log_unfinished_runs(connection: Connection) -> None:
+    if not inspect(connection).has_table(migration_runs.name):
+        return
+    rows = connection.execute(
+        select(migration_runs.c.run_id, migration_runs.c.started_at)
+        .where(migration_runs.c.status == "running").order_by(migration_runs.c.started_at)
+    ).all()
+    for row in rows:
+        log.warning("taking over the target from run %s (started %s), which stopped without finishing: "
+                    "its session is gone", row.run_id, row.started_at)
 
 
 def _busy_message(holder_record: str) -> str:

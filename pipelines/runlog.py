@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from typing import Any
 from pipelines.db import mask_text
 
 LOG_FILE = "run.log.jsonl"
+LOG_FILE_MODE = 0o600
 
 
 class JsonLinesHandler(logging.Handler):
@@ -22,7 +24,10 @@ class JsonLinesHandler(logging.Handler):
     def __init__(self, path: Path, run_id: str) -> None:
         super().__init__(level=logging.INFO)
         self.run_id = run_id
-        self._handle = path.open("a", encoding="utf-8")
+        # Readable by the run's owner only, like the run folder (whatever the umask).
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_FILE_MODE)
+        os.fchmod(descriptor, LOG_FILE_MODE)
+        self._handle = os.fdopen(descriptor, "a", encoding="utf-8")
 
     def emit(self, record: logging.LogRecord) -> None:
         entry: dict[str, Any] = {
