@@ -1,8 +1,12 @@
 """Pure normalisation functions legacy -> EFP Connect, vectorised over pandas Series.
 
-Each function that needs a library check (email-validator, python-stdnum, phonenumbers)
-evaluates it once per distinct value, then maps back: extracts repeat values a lot, and the
-libraries are per-value Python calls.
+Each check that needs a library (email-validator, python-stdnum, phonenumbers) has a scalar
+form (`is_valid_email`, `is_valid_siret`, `phone_e164`: the library itself, cached per value)
+and a column form (`valid_emails`, `valid_sirets`, `phones_e164`). The column forms decide the
+common shapes with one vectorised pass (a conservative regular expression, the Luhn sums with
+numpy, libphonenumber's own FR patterns) and hand every other value, once per distinct value,
+to the library: they never give a verdict the library would not give
+(tests/test_normalize_fast_paths.py proves it property by property).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 _WHITESPACE_RUN = r"\s+"
@@ -92,7 +97,20 @@ def is_valid_siret(value: str) -> bool:
 
 @lru_cache(maxsize=_VERDICT_CACHE)
 def phone_e164(value: str) -> str | None:
-    """E.164 when libphonenumber deems the number valid (read as French unless it has a country code)."""
+    """E.164 when libphonenumber deems the number valid (read as French unless it has a country code).
+
+    The everyday French forms are decided by libphonenumber's own FR patterns (see `phones_e164`),
+    any other value by phonenumbers.parse and is_valid_number.
+    """
+    rules = _french_phone_rules()
+    if rules is not None and re.fullmatch(_FRENCH_PHONE, value):
+        national = re.sub(r"[^0-9]", "", value)[-9:]
+        general, typed = rules
+        return f"+33{national}" if re.fullmatch(general, national) and re.fullmatch(typed, national) else None
+    return _library_phone_e164(value)
+
+
+def _library_phone_e164(value: str) -> str | None:
     import phonenumbers
 
     try:
@@ -102,3 +120,148 @@ def phone_e164(value: str) -> str | None:
     if not phonenumbers.is_valid_number(number):
         return None
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+# --- column forms: vectorised fast paths, the library for everything else ------------------
+
+# RFC 5322 atext, as email-validator's DOT_ATOM_TEXT has it (ASCII only).
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_LOCAL_PART = rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*"
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+
+
+@lru_cache(maxsize=8)
+def _email_fast_pattern(special_use_domains: tuple[str, ...]) -> str:
+    """Addresses email-validator certainly accepts (default options, no DNS), and nothing else.
+
+    Plain ASCII only, so that no Unicode normalisation, IDNA or quoting is involved:
+    - the whole address at most 254 characters (validate_email_length), the local part at most
+      64 (only checked in strict mode: being stricter here merely sends more to the library);
+    - the local part an ASCII dot-atom (DOT_ATOM_TEXT): no leading, trailing or double dot;
+    - the domain: labels of letters, digits and inner hyphens of at most 63 characters, at least
+      one dot, a top-level domain of at least two letters (globally deliverable), no "--"
+      anywhere (neither R-LDH labels nor Punycode "xn--" ones, which need IDNA), and no
+      special-use domain (`email_validator.SPECIAL_USE_DOMAIN_NAMES`) nor a subdomain of one.
+    """
+    special = "|".join(re.escape(domain) for domain in special_use_domains) or r"(?!)"
+    return (
+        r"(?=[^@]{1,64}@)(?=.{1,254}\Z)"
+        + _LOCAL_PART
+        + r"@(?![^@]*--)"
+        + rf"(?!(?:[^@]*\.)?(?i:{special})\Z)"
+        + rf"(?:{_HOST_LABEL}\.)+[A-Za-z]{{2,63}}"
+    )
+
+
+def valid_emails(emails: pd.Series) -> pd.Series:
+    """Boolean Series: `is_valid_email` of every value (NA is not a valid email)."""
+    import email_validator
+
+    pattern = _email_fast_pattern(tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES))
+    values = _as_strings(emails)
+    fast = values.str.fullmatch(pattern).fillna(False).astype(bool)
+    decided = pd.Series(fast.to_numpy(), index=emails.index, dtype=bool)
+    rest = ~fast.to_numpy() & values.notna().to_numpy()
+    if rest.any():
+        slow = per_distinct(values[rest], is_valid_email).astype(bool)
+        decided[rest] = slow.to_numpy()
+    return decided
+
+
+def valid_sirets(sirets: pd.Series) -> pd.Series:
+    """Boolean Series: `is_valid_siret` of every value (NA is not a valid SIRET).
+
+    Values of 14 ASCII digits are checked with numpy exactly as `stdnum.fr.siret.validate` does:
+    the Luhn sum of the SIRET, except La Poste's establishments (SIREN 356000000, other than its
+    head office 35600000000048) whose digits must add up to a multiple of 5, and the Luhn sum of
+    the SIREN. Any other value (Unicode digits, separators...) goes to the library.
+    """
+    values = _as_strings(sirets)
+    fast = values.str.fullmatch(r"[0-9]{14}").fillna(False).astype(bool).to_numpy()
+    decided = pd.Series(False, index=sirets.index, dtype=bool)
+    if fast.any():
+        chosen = values[fast]
+        digits = (np.frombuffer("".join(chosen.tolist()).encode("ascii"), dtype=np.uint8)
+                  .reshape(-1, 14).astype(np.int64) - ord("0"))
+        la_poste = (chosen.str.startswith("356000000") & chosen.ne("35600000000048")).to_numpy()
+        siret_ok = np.where(la_poste, digits.sum(axis=1) % 5 == 0, _luhn_ok(digits))
+        decided[fast] = siret_ok & _luhn_ok(digits[:, :9])
+    rest = ~fast & values.notna().to_numpy()
+    if rest.any():
+        decided[rest] = per_distinct(values[rest], is_valid_siret).astype(bool).to_numpy()
+    return decided
+
+
+def _luhn_ok(digits: np.ndarray) -> np.ndarray:
+    """Rows of decimal digits whose Luhn checksum is 0 (python-stdnum's `luhn.checksum`)."""
+    from_right = digits[:, ::-1]
+    doubled = from_right[:, 1::2] * 2
+    total = from_right[:, 0::2].sum(axis=1) + (doubled // 10 + doubled % 10).sum(axis=1)
+    result: np.ndarray = total % 10 == 0
+    return result
+
+
+@lru_cache(maxsize=1)
+def _french_phone_rules() -> tuple[str, str] | None:
+    """libphonenumber's FR patterns (general, and any number type), or None when the FR metadata
+    no longer has the shape the fast path relies on (then every number goes to the library).
+
+    `is_valid_number` deems a national significant number valid when it matches the general
+    description and one of the type descriptions (premium rate, toll free, shared cost, VoIP,
+    personal, pager, UAN, voicemail, fixed line, mobile), each only if its possible lengths
+    allow the number's length (phonenumberutil._number_type_helper).
+    """
+    import phonenumbers
+    from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
+
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region("FR")
+    if (metadata is None or metadata.country_code != 33 or COUNTRY_CODE_TO_REGION_CODE.get(33) != ("FR",)
+            or metadata.national_prefix_for_parsing != "0" or metadata.national_prefix_transform_rule
+            or metadata.international_prefix != "00" or metadata.general_desc is None
+            or tuple(metadata.general_desc.possible_length) != (9,)
+            or not metadata.general_desc.national_number_pattern):
+        return None
+    types = (metadata.premium_rate, metadata.toll_free, metadata.shared_cost, metadata.voip,
+             metadata.personal_number, metadata.pager, metadata.uan, metadata.voicemail,
+             metadata.fixed_line, metadata.mobile)
+    patterns = [f"(?:{desc.national_number_pattern})" for desc in types
+                if desc is not None and desc.national_number_pattern
+                and (not desc.possible_length or 9 in desc.possible_length)]
+    if not patterns:
+        return None
+    return f"(?:{metadata.general_desc.national_number_pattern})", "|".join(patterns)
+
+
+# The French forms written every day: 01 23 45 67 89, 01.23.45.67.89, 0123456789,
+# +33 1 23 45 67 89, +33123456789, 0033 1 23 45 67 89 (single spaces, dots or hyphens).
+_FRENCH_PHONE = r"(?:\+33|0033|0)[ .-]?[1-9](?:[ .-]?[0-9]){8}"
+
+
+def phones_e164(telephones: pd.Series) -> pd.Series:
+    """`phone_e164` of every value, as a string Series: E.164 when libphonenumber deems the number
+    valid, NA otherwise (and for NA)."""
+    values = _as_strings(telephones)
+    out = np.full(len(values), None, dtype=object)
+    fast = np.zeros(len(values), dtype=bool)
+    rules = _french_phone_rules()
+    if rules is not None:
+        general, typed = rules
+        fast = values.str.fullmatch(_FRENCH_PHONE).fillna(False).astype(bool).to_numpy()
+        if fast.any():
+            national = values[fast].str.replace(r"[^0-9]", "", regex=True).str.slice(-9)
+            valid = (national.str.fullmatch(general) & national.str.fullmatch(typed)).to_numpy()
+            formatted = ("+33" + national).to_numpy(dtype=object, copy=True)
+            formatted[~valid] = None
+            out[fast] = formatted
+    rest = ~fast & values.notna().to_numpy()
+    if rest.any():
+        out[rest] = per_distinct(values[rest], _library_phone_e164).to_numpy(dtype=object)
+    return pd.Series(out, index=telephones.index, dtype="str")
+
+
+def _as_strings(series: pd.Series) -> pd.Series:
+    """The values as strings; any non-string value (which the scalar forms cannot take) becomes NA."""
+    if isinstance(series.dtype, pd.StringDtype) or pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        return series
+    is_text = series.map(lambda value: isinstance(value, str), na_action="ignore").fillna(False).astype(bool)
+    return series.where(is_text)

@@ -53,7 +53,8 @@ def _accounts(utilisateurs: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
             "email": email_of(migrated["courriel"]),
             "last_name": clean_name(migrated["nom"]),
             "first_name": clean_name(migrated["prenom"]),
-            "phone": per_distinct(telephone.mask(telephone.str.len() == 0), phone_e164),
+            # Text even when no phone survives, so that every engine gets a text column.
+            "phone": per_distinct(telephone.mask(telephone.str.len() == 0), phone_e164).astype("str"),
             "account_type": migrated["type_compte"],
             "status": migrated["statut"].map(ACCOUNT_STATUS),
             "created_at": migrated["date_creation"],

@@ -2,7 +2,10 @@
 digits and telephone numbers, each delegating to the library made for it.
 
 Each is a real column-map expectation: Great Expectations computes which rows fail, reports
-them (unexpected_index_list) and renders them in Data Docs like any built-in one.
+them (unexpected_index_list) and renders them in Data Docs like any built-in one. The
+conditions use the column forms of mappings/normalize.py (a vectorised pass for the common
+shapes, the library itself for every other distinct value); Great Expectations drops the null
+values before calling them.
 """
 
 from __future__ import annotations
@@ -14,11 +17,7 @@ from great_expectations.execution_engine import PandasExecutionEngine
 from great_expectations.expectations.expectation import ColumnMapExpectation
 from great_expectations.expectations.metrics import ColumnMapMetricProvider, column_condition_partial
 
-from mappings.normalize import is_valid_email, is_valid_siret, per_distinct, phone_e164
-
-
-def _is_phone(value: str) -> bool:
-    return phone_e164(value) is not None
+from mappings.normalize import phones_e164, valid_emails, valid_sirets
 
 
 class ColumnValuesAreValidEmail(ColumnMapMetricProvider):
@@ -26,7 +25,7 @@ class ColumnValuesAreValidEmail(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:  # noqa: N805 (GX's decorator makes it a classmethod)
-        return per_distinct(column, is_valid_email).astype(bool)
+        return valid_emails(column)
 
 
 class ColumnValuesAreValidSiret(ColumnMapMetricProvider):
@@ -34,7 +33,7 @@ class ColumnValuesAreValidSiret(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:  # noqa: N805 (GX's decorator makes it a classmethod)
-        return per_distinct(column, is_valid_siret).astype(bool)
+        return valid_sirets(column)
 
 
 class ColumnValuesAreValidPhoneNumber(ColumnMapMetricProvider):
@@ -42,7 +41,7 @@ class ColumnValuesAreValidPhoneNumber(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column: pd.Series, **_kwargs: Any) -> pd.Series:  # noqa: N805 (GX's decorator makes it a classmethod)
-        return per_distinct(column, _is_phone).astype(bool)
+        return phones_e164(column).notna()
 
 
 class ExpectColumnValuesToBeValidEmail(ColumnMapExpectation):
