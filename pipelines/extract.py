@@ -40,7 +40,7 @@ import pandas as pd
 from pipelines.csv_reader import ByteFields, csv_file_name, read_csv_table
 from pipelines.db import looks_like_url
 from pipelines.errors import InputError
-from pipelines.frames import LEGACY_FRAME_COLUMNS, LegacyFrames
+from pipelines.frames import LEGACY_FRAME_COLUMNS, TEXT_DTYPE, LegacyFrames
 from pipelines.legacy_schema import (
     BOOLEAN_COLUMNS,
     DATE_COLUMNS,
@@ -54,9 +54,6 @@ from pipelines.sql_reader import read_sql_tables
 
 log = logging.getLogger(__name__)
 
-# pandas' own string dtype (NA is NaN): what `pd.Series(["a"])` infers, so that later stages and
-# their tests build frames of the same dtype without naming it.
-TEXT_DTYPE = pd.StringDtype(na_value=np.nan)
 PARIS = "Europe/Paris"
 
 # Identifiers that may be NULL (a habilitation without delegation) keep pandas' nullable integer.
@@ -132,9 +129,11 @@ def extract(config: ExtractConfig) -> ExtractResult:
     raw: dict[str, tuple[pd.DataFrame, RowLocator, dict[str, ByteFields]]]
     checksums: dict[str, str] = {}
     if looks_like_url(config.source):
-        sql = read_sql_tables(config.source)
-        kind, display = "sql", sql.display
-        raw = {table: (read.frame, read.locator, {}) for table, read in sql.tables.items()}
+        # Each table is typed as soon as it is read: its raw values go before the next is read.
+        typed, display = read_sql_tables(config.source, lambda table, read: normalise_table(
+            table, read.frame, read.locator, {}))
+        kind = "sql"
+        frames = LegacyFrames(**{table: typed[table] for table in LEGACY_FRAME_COLUMNS})
     else:
         folder = Path(config.source)
         if not folder.is_dir():
@@ -145,7 +144,7 @@ def extract(config: ExtractConfig) -> ExtractResult:
             read = read_csv_table(folder, table)
             checksums[csv_file_name(table)] = read.sha256
             raw[table] = (read.frame, read.locator, read.fields)
-    frames = LegacyFrames(**{table: normalise_table(table, *raw.pop(table)) for table in LEGACY_FRAME_COLUMNS})
+        frames = LegacyFrames(**{table: normalise_table(table, *raw.pop(table)) for table in LEGACY_FRAME_COLUMNS})
     fingerprint = fingerprint_frames(frames)
     elapsed = time.perf_counter() - started
     log.info("extracted %s from %s in %.1f s", frames.row_counts(), display, elapsed)

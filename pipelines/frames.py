@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+
+# pandas' own string dtype (NA is NaN): what `pd.Series(["a"])` infers, so that later stages and
+# their tests build frames of the same dtype without naming it. Arrow-backed when pyarrow is
+# installed (a project dependency): a few bytes a value instead of a Python object each.
+TEXT_DTYPE = pd.StringDtype(na_value=np.nan)
 
 LEGACY_FRAME_COLUMNS: dict[str, tuple[str, ...]] = {
     "utilisateurs": (

@@ -20,6 +20,7 @@ from pipelines import ledger
 from pipelines.db import check_connection, make_engine, mask_url
 from pipelines.errors import EXIT_NOT_RECONCILED, EXIT_RECONCILED
 from pipelines.faults import checkpoint
+from pipelines.memory import collect_between_stages, gc_paused
 from pipelines.runlog import JsonLinesHandler, StageProgress, run_log
 from pipelines.target_schema import ORIGIN_MIGRATION, accounts
 from pipelines.timeutil import paris_now
@@ -105,7 +106,7 @@ def run_migration(config: RunConfig) -> RunResult:
     # Everything the run writes holds personal data: owner-only files, not just an owner-only folder.
     previous_umask = os.umask(0o077)
     try:
-        with run_log(out_dir, provisional_id) as log_handler:
+        with run_log(out_dir, provisional_id) as log_handler, gc_paused():
             result, inputs = _run(config, engine, mapping, survivors, gate_config, started_at, clock,
                                   provisional_id, stages, progress, log_handler)
         # Last, once the log is closed: the SHA-256 of every artefact of the run and of its inputs.
@@ -143,6 +144,7 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
 
     def end(stage: str, began: datetime, result: Any) -> None:
         checkpoint(f"{stage}:done")
+        collect_between_stages()  # the collector is paused inside the stages (pipelines/memory.py)
         stages[stage] = {"elapsed_seconds": round(time.perf_counter() - clocks[stage], 3), **result.to_dict()}
         timings[stage] = (began, paris_now())
         log.info("stage %s done: %s", stage, json.dumps(stages[stage], default=str), extra={"stage": stage})
@@ -188,23 +190,31 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
             log.error("validation gate: %s", gate.message())
             gate.raise_if_failed()
 
+        # The load needs only the transform's frames: the others would double the run's peak memory.
+        fingerprint = extracted.input_fingerprint
+        del extracted, validated, register, rule_engine
+        collect_between_stages()
+
         # From here on the target is written: schema, ledger, then the load in one transaction.
         began = begin("load")
         loaded = load_with_ledger(
             engine, transformed.target, run_id=run_id, as_of=as_of, source=_display_source(config.source),
-            fingerprint=extracted.input_fingerprint, options=options, started_at=started_at,
+            fingerprint=fingerprint, options=options, started_at=started_at,
             out_dir=str(config.out_dir),
             earlier_stages={stage: (*timings[stage], stages[stage]) for stage in timings},
             gate=stages["gate"],
         )
         end("load", began, loaded)
 
+        del transformed, loaded
+        collect_between_stages()
+
         began = begin("reconcile")
         report = _reconcile(config, run_id, as_of, started_at)
         verdict = str(report.verdict)
         end("reconcile", began, _Verdict(verdict))
         ledger.record_stage(engine, run_id=run_id, stage="reconcile", status="succeeded", started_at=began,
-                            ended_at=timings["reconcile"][1], fingerprint=extracted.input_fingerprint,
+                            ended_at=timings["reconcile"][1], fingerprint=fingerprint,
                             result=stages["reconcile"])
         ledger.finish_run(engine, run_id, "succeeded", paris_now())
 

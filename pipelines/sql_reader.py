@@ -13,9 +13,12 @@ utilisateurs and habilitations by id, applications by code, etablissements by al
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -23,11 +26,28 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.db import make_engine, mask_text, mask_url
 from pipelines.errors import InputError
-from pipelines.legacy_schema import LEGACY_TABLES, SELECTABLE_COLUMNS, UNIQUE_KEYS
+from pipelines.frames import TEXT_DTYPE
+from pipelines.legacy_schema import (
+    BOOLEAN_COLUMNS,
+    DATE_COLUMNS,
+    INTEGER_COLUMNS,
+    LEGACY_TABLES,
+    SELECTABLE_COLUMNS,
+    TIMESTAMP_COLUMNS,
+    UNIQUE_KEYS,
+)
+from pipelines.memory import gc_paused
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHUNK_ROWS = 50_000
+# Columns the extract parses (numbers, dates, flags): read as the driver's values, not as text.
+_TYPED_COLUMNS: dict[str, tuple[str, ...]] = {
+    table: (*INTEGER_COLUMNS.get(table, ()), *TIMESTAMP_COLUMNS.get(table, ()), *DATE_COLUMNS.get(table, ()),
+            *BOOLEAN_COLUMNS.get(table, ()))
+    for table in SELECTABLE_COLUMNS
+}
 ORDER_BY: dict[str, tuple[str, ...]] = {
     "utilisateurs": ("id_utilisateur",),
     "etablissements": SELECTABLE_COLUMNS["etablissements"],
@@ -55,32 +75,31 @@ class SqlLocator:
 
 @dataclass(frozen=True)
 class SqlTable:
-    frame: pd.DataFrame  # object columns of driver values, None for NULL and for ""
+    frame: pd.DataFrame  # text columns as text, the others as driver values; NA for NULL and for ""
     locator: SqlLocator
 
 
-@dataclass(frozen=True)
-class SqlRead:
-    tables: dict[str, SqlTable]
-    display: str  # the URL with its password masked
+def read_sql_tables(url: str, then: Callable[[str, SqlTable], T]) -> tuple[dict[str, T], str]:
+    """Reads the four tables, handing each to `then` as soon as it is read (so that its raw
+    values, which weigh twice its typed frame, are gone before the next table is read); returns
+    what `then` made of each, and the URL with its password masked.
 
-
-def read_sql_tables(url: str) -> SqlRead:
-    """Reads the four tables; a missing table or column, or a database error, is an InputError."""
+    A missing table or column, or a database error, is an InputError.
+    """
     engine = make_engine(url, what="--source")
     display = mask_url(engine.url)
     try:
         _check_sqlite_file(engine, display)
         with engine.connect() as connection:
             _check_tables(connection, display)
-            tables = {table: _read_table(connection, table) for table in LEGACY_TABLES}
+            tables = {table: then(table, _read_table(connection, table)) for table in LEGACY_TABLES}
     except SQLAlchemyError as exc:
         # The driver's own first line says what went wrong; the rest is SQLAlchemy boilerplate.
         lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
         raise InputError(display, None, f"cannot be read: {mask_text(lines[0])}") from None
     finally:
         engine.dispose()
-    return SqlRead(tables, display)
+    return tables, display
 
 
 def _check_sqlite_file(engine: Engine, display: str) -> None:
@@ -114,15 +133,24 @@ def _read_table(connection: Connection, table: str) -> SqlTable:
     statement = sa.select(*(source.c[name] for name in columns)).order_by(
         *(source.c[name] for name in ORDER_BY[table])
     )
-    values: list[list[object]] = [[] for _ in columns]
+    # Text columns become text chunk by chunk (the extract would make them text anyway): the
+    # driver's Python strings for millions of rows weigh several times the text column.
+    text = [name not in _TYPED_COLUMNS.get(table, ()) for name in columns]
+    parts: list[list[pd.Series]] = [[] for _ in columns]
     result = connection.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(statement)
-    for chunk in result.partitions():
-        for collected, column_values in zip(values, zip(*chunk, strict=True), strict=True):
-            # An empty string is NULL, as an empty CSV field is.
-            collected.extend(None if value == "" else value for value in column_values)
-    frame = pd.DataFrame(
-        {name: pd.Series(column, dtype=object) for name, column in zip(columns, values, strict=True)}
-    )
+    with gc_paused():  # millions of row tuples, none of them a cycle
+        for chunk in result.partitions():
+            for collected, is_text, column_values in zip(parts, text, zip(*chunk, strict=True), strict=True):
+                array = np.empty(len(column_values), dtype=object)
+                array[:] = column_values
+                array[array == ""] = None  # an empty string is NULL, as an empty CSV field is
+                collected.append(pd.Series(array, dtype=TEXT_DTYPE if is_text else object, copy=False))
+    series: dict[str, pd.Series] = {}
+    for name, is_text, chunks in zip(columns, text, parts, strict=True):
+        series[name] = (pd.concat(chunks, ignore_index=True) if chunks
+                        else pd.Series([], dtype=TEXT_DTYPE if is_text else object))
+        chunks.clear()  # one column's chunks at a time, not the whole table twice
+    frame = pd.DataFrame(series, copy=False)
     log.info("table %s: %d rows", table, len(frame))
     key = UNIQUE_KEYS.get(table)
     keys = tuple(frame[key]) if key else ()

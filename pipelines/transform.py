@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from mappings.normalize import per_distinct, phone_e164
+from mappings.normalize import phones_e164
 from pipelines.frames import TARGET_FRAME_COLUMNS, LegacyFrames, TargetFrames
 from pipelines.validate import ValidateResult
 from validation.outcomes import MIGRATED
@@ -29,12 +29,15 @@ class TransformResult:
 def transform(frames: LegacyFrames, validated: ValidateResult) -> TransformResult:
     started = time.perf_counter()
     decisions = validated.decisions
+    # Only the columns the access rows take from the legacy rows, indexed once for both kinds.
+    dates = frames.habilitations[list(_ACCESS_SOURCE_COLUMNS)].set_index(
+        frames.habilitations["id_habilitation"].to_numpy())
     target = TargetFrames(
         accounts=_accounts(frames.utilisateurs, decisions.users),
         establishments=_establishments(frames.etablissements, decisions.establishments),
         applications=_applications(frames.applications, decisions.applications),
-        entitlements=_access(frames.habilitations, decisions.habilitations, "ACTIVE"),
-        access_requests=_access(frames.habilitations, decisions.habilitations, "EN_ATTENTE"),
+        entitlements=_access(dates, decisions.habilitations, "ACTIVE"),
+        access_requests=_access(dates, decisions.habilitations, "EN_ATTENTE"),
         exceptions=_exceptions(frames, validated),
     )
     return TransformResult(target=target, row_counts=target.row_counts(),
@@ -54,7 +57,7 @@ def _accounts(utilisateurs: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
             "last_name": clean_name(migrated["nom"]),
             "first_name": clean_name(migrated["prenom"]),
             # Text even when no phone survives, so that every engine gets a text column.
-            "phone": per_distinct(telephone.mask(telephone.str.len() == 0), phone_e164).astype("str"),
+            "phone": phones_e164(telephone.mask(telephone.str.len() == 0)),
             "account_type": migrated["type_compte"],
             "status": migrated["statut"].map(ACCOUNT_STATUS),
             "created_at": migrated["date_creation"],
@@ -95,13 +98,15 @@ def _applications(applications: pd.DataFrame, decisions: pd.DataFrame) -> pd.Dat
     return frame.drop_duplicates("code", keep="first").reset_index(drop=True)
 
 
-def _access(habilitations: pd.DataFrame, decided: pd.DataFrame, kind: str) -> pd.DataFrame:
+_ACCESS_SOURCE_COLUMNS = ("responsable_acces", "date_debut", "date_fin", "date_relance", "id_delegant")
+
+
+def _access(legacy: pd.DataFrame, decided: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Entitlements (ACTIVE) or access requests (EN_ATTENTE), one per surviving habilitation.
 
     A survivor of DUPLICATE_ACCESS absorbs its group: access manager if any member was, the
     earliest start, the latest end (no end wins), the latest reminder.
     """
-    legacy = habilitations.set_index("id_habilitation", drop=False)
     kept = decided["outcome"].eq(MIGRATED) | decided["reason_code"].eq("DUPLICATE_ACCESS")
     members = decided[kept & decided["kind"].eq(kind)]
     group = members["merged_into"].fillna(members["id_habilitation"]).astype("int64")

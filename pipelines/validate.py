@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mappings.mapping import Mapping
@@ -86,12 +87,12 @@ def validate(frames: LegacyFrames, config: ValidateConfig, engine: RuleEngine | 
         hab_facts["id_habilitation"], rules_for("habilitation"), evaluations["habilitations"].failures
     )
     hab_facts["outcome"], hab_facts["reason_code"] = outcome.to_numpy(copy=True), reason.to_numpy(copy=True)
-    hab_facts["merged_into"] = pd.array([pd.NA] * len(hab_facts), dtype="Int64")
+    hab_facts["merged_into"] = _no_integers(len(hab_facts))
 
     # Duplicates of access are judged among the habilitations that are still to be migrated.
-    in_play = hab_facts[hab_facts["outcome"].eq(MIGRATED)]
-    duplicate_facts = in_play[["id_habilitation", "holder_id", "application_code", "siret_key", "role_code",
-                               "kind"]].reset_index(drop=True)
+    duplicate_facts = hab_facts.loc[hab_facts["outcome"].eq(MIGRATED),
+                                    ["id_habilitation", "holder_id", "application_code", "siret_key", "role_code",
+                                     "kind"]].reset_index(drop=True)
     evaluations["habilitation_duplicates"] = engine.evaluate(
         "habilitation_duplicate", duplicate_facts, rules_for("habilitation")[-1:], {}
     )
@@ -107,6 +108,11 @@ def validate(frames: LegacyFrames, config: ValidateConfig, engine: RuleEngine | 
         elapsed_seconds=time.perf_counter() - started,
         evaluations=evaluations,
     )
+
+
+def _no_integers(length: int) -> pd.api.extensions.ExtensionArray:
+    """`length` missing values of pandas' nullable integer (Int64), built without a list of NA."""
+    return pd.arrays.IntegerArray(np.zeros(length, dtype=np.int64), np.ones(length, dtype=bool))
 
 
 def _application_decisions(app_facts: pd.DataFrame, evaluation: SuiteEvaluation, mapping: Mapping) -> pd.DataFrame:
@@ -161,7 +167,7 @@ def _user_decisions(
             # Copies: steward resolutions below rewrite these columns in place.
             "outcome": outcome.to_numpy(copy=True),
             "reason_code": reason.to_numpy(copy=True),
-            "merged_into": pd.array([pd.NA] * len(keys), dtype="Int64"),
+            "merged_into": _no_integers(len(keys)),
             "login": usr_facts["login"].to_numpy(copy=True),
         },
         index=pd.Index(keys.to_numpy(), name="id_utilisateur"),

@@ -7,6 +7,10 @@ source), sorted for review: what stops or loses access first (blocking rules, th
 then by entity in the contract's order, reason code in the order of the checks, and legacy key
 (numeric keys numerically). Every text cell that a spreadsheet would run as a formula is
 neutralised (reports/spreadsheet_safety.py).
+
+The register has a row per rejected habilitation: at a million users, hundreds of thousands of
+rows. What depends on the rule (labels, rank, explanation) is decided once per distinct
+(entity, reason code, outcome), the order is one stable sort of computed columns.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
-from reports.spreadsheet_safety import neutralise_row
+from reports.spreadsheet_safety import neutralise_row, neutralise_values
 from validation.french import ENTITIES, ENTITY_LABELS, OUTCOME_LABELS
 from validation.rules import RULES, Rule
 
@@ -31,6 +36,7 @@ OFFENDING_COLUMN = "valeur en cause"
 OFFENDING_VALUE_COLUMNS = frozenset({"login", "email"})
 _OUTCOME_RANK = {"rejected": 1, "merged": 2, "corrected": 3, "excluded": 4}
 _RULES: dict[tuple[str, str], Rule] = {(r.entity, r.reason_code): r for r in RULES}
+_NATURAL_KEY = r"[0-9]+"  # str.isascii() and str.isdigit()
 
 
 def write_exceptions_workbook(register: pd.DataFrame, run_dir: Path, *,
@@ -40,41 +46,93 @@ def write_exceptions_workbook(register: pd.DataFrame, run_dir: Path, *,
     `offending_values` (columns entity, legacy_key, value and optionally reason_code; see
     `offending_values_from`) adds a « valeur en cause » column.
     """
-    rows = workbook_rows(register, offending_values)
+    columns = _workbook_columns(register, offending_values, neutralised=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / FILE_NAME
     partial = run_dir / f".{FILE_NAME}.partial"
     with partial.open("w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(neutralise_row(list(rows.columns)))
-        for record in rows.itertuples(index=False, name=None):
-            writer.writerow(neutralise_row(["" if _missing(value) else str(value) for value in record]))
+        writer.writerow(neutralise_row(list(columns)))
+        writer.writerows(zip(*columns.values(), strict=True))
     partial.replace(path)
     return path
 
 
 def workbook_rows(register: pd.DataFrame, offending_values: pd.DataFrame | None = None) -> pd.DataFrame:
     """The workbook as a frame: French headers, one row per register row, in review order."""
+    return pd.DataFrame(_workbook_columns(register, offending_values, neutralised=False), dtype=object)
+
+
+def _workbook_columns(register: pd.DataFrame, offending_values: pd.DataFrame | None, *,
+                      neutralised: bool) -> dict[str, np.ndarray]:
+    """The workbook's columns (text, in review order); `neutralised` for the file (see spreadsheet_safety)."""
     values = _offending_lookup(offending_values)
-    records: list[tuple[tuple[Any, ...], list[Any]]] = []
-    for record in register[
-        ["entity", "legacy_key", "outcome", "reason_code", "detail", "merged_into"]
-    ].itertuples(index=False, name=None):
-        entity, key, outcome = str(record[0]), str(record[1]), str(record[2])
-        reason = "" if _missing(record[3]) else str(record[3])
-        detail, merged_into = record[4], record[5]
-        rule = _RULES.get((entity, reason))
-        row = [
-            ENTITY_LABELS.get(entity, entity), key, OUTCOME_LABELS.get(outcome, outcome), reason,
+    entity = _text(register["entity"])
+    key = _text(register["legacy_key"])
+    outcome = _text(register["outcome"])
+    reason = _text(register["reason_code"], missing="")
+
+    # Everything the rule decides, once per distinct (entity, reason code, outcome).
+    codes, distinct = _factorize_rows(entity, reason, outcome)
+    decided = pd.DataFrame([_rule_columns(*triple) for triple in distinct], columns=_RULE_COLUMNS)
+    if neutralised:
+        for column in ("entity_label", "outcome_label", "reason", "explanation", "action"):
+            decided[column] = neutralise_values(decided[column])
+    decided = decided.take(codes)
+
+    def cells(column: np.ndarray) -> np.ndarray:
+        return np.array(neutralise_values(column), dtype=object) if neutralised else column
+
+    columns: dict[str, np.ndarray] = {
+        COLUMNS[0]: decided["entity_label"].to_numpy(), COLUMNS[1]: cells(key),
+        COLUMNS[2]: decided["outcome_label"].to_numpy(), COLUMNS[3]: decided["reason"].to_numpy(),
+        COLUMNS[4]: decided["explanation"].to_numpy(), COLUMNS[5]: decided["action"].to_numpy(),
+        COLUMNS[6]: cells(_text(register["detail"], missing="")),
+        COLUMNS[7]: cells(_text(register["merged_into"], missing="")),
+    }
+    if values is not None:
+        columns[OFFENDING_COLUMN] = cells(_offending_column(values, entity, key, reason))
+    if len(key) == 0:
+        return columns
+
+    # The review order (see the module docstring); numeric keys compare as numbers: by their
+    # length without leading zeros, then their digits. The sort is stable, as list.sort was.
+    keys = pd.Series(key, dtype="str")
+    numeric = keys.str.fullmatch(_NATURAL_KEY).to_numpy(dtype=bool, na_value=False)
+    digits = keys.str.lstrip("0")
+    order = pd.DataFrame({
+        "priority": decided["priority"].to_numpy(), "entity_rank": decided["entity_rank"].to_numpy(),
+        "entity": entity, "rule_order": decided["rule_order"].to_numpy(), "reason": reason,
+        "text_key": ~numeric,
+        "key_length": np.where(numeric, digits.str.len().to_numpy(), 0),
+        "key": np.where(numeric, digits.to_numpy(dtype=object), key),
+    })
+    positions = order.sort_values(list(order.columns), kind="stable").index.to_numpy()
+    return {name: column[positions] for name, column in columns.items()}
+
+
+def _factorize_rows(*arrays: np.ndarray) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    """Codes of the distinct rows of equal-length arrays (in order of first appearance), and those rows."""
+    combined = np.zeros(len(arrays[0]), dtype=np.int64)
+    for array in arrays:
+        array_codes, uniques = pd.factorize(array)
+        combined = combined * max(len(uniques), 1) + array_codes
+    codes, _distinct = pd.factorize(combined)
+    first_rows = np.unique(codes, return_index=True)[1]
+    return codes, list(zip(*(array[first_rows] for array in arrays), strict=True))
+
+
+_RULE_COLUMNS = ["entity_label", "outcome_label", "reason", "explanation", "action", "priority", "entity_rank",
+                 "rule_order"]
+
+
+def _rule_columns(entity: str, reason: str, outcome: str) -> tuple[Any, ...]:
+    rule = _RULES.get((entity, reason))
+    priority = 0 if rule is not None and rule.blocking else _OUTCOME_RANK.get(outcome, 5)
+    entity_rank = ENTITIES.index(entity) if entity in ENTITIES else len(ENTITIES)
+    return (ENTITY_LABELS.get(entity, entity), OUTCOME_LABELS.get(outcome, outcome), reason,
             rule.explanation_fr if rule else "", rule.action_fr if rule else "",
-            "" if _missing(detail) else str(detail), "" if _missing(merged_into) else str(merged_into),
-        ]
-        if values is not None:
-            row.append(values.get((entity, key, reason)) or values.get((entity, key, "")) or "")
-        records.append((_review_order(entity, key, outcome, reason, rule), row))
-    records.sort(key=lambda item: item[0])
-    columns = [*COLUMNS, OFFENDING_COLUMN] if values is not None else list(COLUMNS)
-    return pd.DataFrame([row for _order, row in records], columns=columns, dtype=object)
+            priority, entity_rank, rule.order if rule is not None else 1_000)
 
 
 def offending_values_from(results: Mapping[str, Any]) -> pd.DataFrame:
@@ -82,50 +140,77 @@ def offending_values_from(results: Mapping[str, Any]) -> pd.DataFrame:
 
     Only the columns of OFFENDING_VALUE_COLUMNS are taken: the value the steward must fix to
     clear an INVALID_EMAIL, DUPLICATE_LOGIN or LOGIN_TAKEN, never a phone number or a name.
+    The failing keys are Great Expectations'; their values come with them (`failing_records`).
     """
-    rows: list[dict[str, str]] = []
-    for result in results.values():
+    from validation.evaluate import failing_records
+
+    columns = ["entity", "legacy_key", "reason_code", "value"]
+    parts: list[pd.DataFrame] = []
+    for suite, result in results.items():
         for expectation_result in result.results:
             config = expectation_result.expectation_config
             meta = config.meta or {}
             column = config.kwargs.get("column")
             if column not in OFFENDING_VALUE_COLUMNS or "reason_code" not in meta:
                 continue
-            outcome = expectation_result.result or {}
-            key_columns = outcome.get("unexpected_index_column_names") or []
-            for item in outcome.get("unexpected_index_list") or []:
-                if not isinstance(item, dict) or not key_columns or _missing(item.get(column)):
-                    continue
-                rows.append({"entity": str(meta.get("entity", "")), "legacy_key": str(item[key_columns[0]]),
-                             "reason_code": str(meta["reason_code"]), "value": str(item[column])})
-    return pd.DataFrame(rows, columns=["entity", "legacy_key", "reason_code", "value"], dtype=object)
+            records = failing_records(results, suite, expectation_result)
+            if records is None or column not in records.columns:
+                continue
+            shown = records[records[column].notna()]
+            parts.append(pd.DataFrame({
+                "entity": str(meta.get("entity", "")),
+                "legacy_key": _text(shown[records.columns[-1]]),
+                "reason_code": str(meta["reason_code"]),
+                "value": _text(shown[column]),
+            }, columns=columns, dtype=object))
+    if not parts:
+        return pd.DataFrame(columns=columns, dtype=object)
+    return pd.concat(parts, ignore_index=True)
 
 
-def _offending_lookup(offending_values: pd.DataFrame | None) -> dict[tuple[str, str, str], str] | None:
+def _offending_lookup(offending_values: pd.DataFrame | None) -> pd.Series | None:
+    """(entity, legacy key, reason code or "") -> the distinct values, in order, joined by " | "."""
     if offending_values is None:
         return None
     missing = {"entity", "legacy_key", "value"} - set(offending_values.columns)
     if missing:
         raise ValueError(f"offending_values lacks the column(s) {sorted(missing)}")
-    lookup: dict[tuple[str, str, str], list[str]] = {}
-    has_reason = "reason_code" in offending_values.columns
-    for record in offending_values.to_dict("records"):
-        if _missing(record["value"]):
-            continue
-        reason = "" if not has_reason or _missing(record["reason_code"]) else str(record["reason_code"])
-        found = lookup.setdefault((str(record["entity"]), str(record["legacy_key"]), reason), [])
-        if str(record["value"]) not in found:
-            found.append(str(record["value"]))
-    return {key: " | ".join(found) for key, found in lookup.items()}
+    shown = offending_values[offending_values["value"].notna()]
+    reason = (_text(shown["reason_code"], missing="") if "reason_code" in shown.columns
+              else np.full(len(shown), "", dtype=object))
+    found = pd.DataFrame({"entity": _text(shown["entity"]), "legacy_key": _text(shown["legacy_key"]),
+                          "reason": reason, "value": _text(shown["value"])}, dtype=object).drop_duplicates()
+    keys = ["entity", "legacy_key", "reason"]
+    several = found.duplicated(keys, keep=False)  # most records have one value: no join for those
+    single: pd.Series = found[~several].set_index(keys)["value"]
+    joined: pd.Series = found[several].groupby(keys, sort=False)["value"].agg(" | ".join)
+    return cast(pd.Series, pd.concat([single, joined]))
 
 
-def _review_order(entity: str, key: str, outcome: str, reason: str, rule: Rule | None) -> tuple[Any, ...]:
-    priority = 0 if rule is not None and rule.blocking else _OUTCOME_RANK.get(outcome, 5)
-    entity_rank = ENTITIES.index(entity) if entity in ENTITIES else len(ENTITIES)
-    rule_order = rule.order if rule is not None else 1_000
-    natural_key = (0, int(key), "") if key.isascii() and key.isdigit() else (1, 0, key)
-    return (priority, entity_rank, entity, rule_order, reason, natural_key)
+def _offending_column(values: pd.Series, entity: np.ndarray, key: np.ndarray, reason: np.ndarray) -> np.ndarray:
+    """The values of the row's own reason code, else those recorded without one, else ""."""
+    column = np.full(len(entity), "", dtype=object)
+    rows = np.flatnonzero(pd.Index(key).isin(values.index.get_level_values("legacy_key")))
+    if not len(rows):
+        return column
+    entity, key, reason = entity[rows], key[rows], reason[rows]
+    table = values.to_numpy(dtype=object)
+    for reasons in (np.full(len(rows), "", dtype=object), reason):  # the exact reason last: it wins
+        at = values.index.get_indexer(pd.MultiIndex.from_arrays([entity, key, reasons]))
+        hit = at >= 0
+        found = table[at[hit]]
+        # An empty value is no value: what was there stays (as `a or b` did).
+        column[rows[hit]] = np.where(found.astype(bool), found, column[rows[hit]])
+    return column
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+def _text(series: pd.Series, *, missing: str | None = None) -> np.ndarray:
+    """The cells as `str`, one per row (an object array); with `missing`, that text for missing cells."""
+    if isinstance(series.dtype, pd.StringDtype) and (missing is not None or not series.hasnans):
+        return np.asarray(series.to_numpy(dtype=object, na_value=cast(Any, missing)))  # already str objects
+    values = series.to_numpy(dtype=object)
+    if missing is None:
+        return np.array([str(value) for value in values], dtype=object)
+    absent = pd.isna(values)
+    return np.array([missing if gone else str(value) for value, gone in zip(values, absent, strict=True)],
+                    dtype=object)

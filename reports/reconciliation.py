@@ -24,13 +24,11 @@ component), sets are compared with `np.isin`, and text is produced once per dist
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +60,7 @@ from pipelines.db import make_engine, mask_text, mask_url
 from pipelines.errors import ConfigurationError
 from pipelines.frames import LEGACY_FRAME_COLUMNS, LegacyFrames
 from pipelines.legacy_schema import BOOLEAN_COLUMNS, DATE_COLUMNS, INTEGER_COLUMNS, TIMESTAMP_COLUMNS
+from pipelines.memory import gc_paused
 from pipelines.target_schema import ORIGIN_MIGRATION, TARGET_TABLES, migration_runs
 from pipelines.timeutil import PARIS, paris_now
 
@@ -82,6 +81,8 @@ REDACTED = "***"
 # Beyond this many lines a list in reconciliation.json stops (saying so); DIFFERENCES_FILE has them all.
 JSON_LIST_LIMIT = 10_000
 DIFFERENCES_FILE = "reconciliation_differences.csv"
+# Every row of the exception register the reconciliation read (reconciliation.json keeps the first ones).
+REGISTER_FILE = "reconciliation_register.csv"
 
 # How the rows of each table are ordered before hashing: by a unique key when it has one.
 LEGACY_ORDER_KEYS: dict[str, str] = {"utilisateurs": "id_utilisateur", "habilitations": "id_habilitation",
@@ -376,7 +377,9 @@ class ReconciliationReport:
             "exception_register": {
                 "run_id": self.header.register_run.run_id if self.header.register_run else None,
                 "row_count": len(self.exception_register),
-                "rows": [_jsonable(r) for r in self.exception_register],
+                "rows": [_jsonable(r) for r in self.exception_register[:JSON_LIST_LIMIT]],
+                "truncated": len(self.exception_register) > JSON_LIST_LIMIT,
+                "complete_list": REGISTER_FILE,
             },
         }
 
@@ -435,7 +438,7 @@ def reconcile_frames(
     if config.as_of.tzinfo is not None:  # the legacy clock is naive Europe/Paris wall time
         config = replace(config, as_of=config.as_of.astimezone(PARIS).replace(tzinfo=None))
 
-    with _gc_paused():
+    with gc_paused():
         return _reconcile(frames, engine, config, inputs, mapping, started_at)
 
 
@@ -531,24 +534,12 @@ def read_target(engine: Engine) -> dict[str, pd.DataFrame]:
             if engine.dialect.name == "postgresql":
                 # One snapshot for every table, however long the reading takes.
                 conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin(), _gc_paused():
+            with conn.begin(), gc_paused():
                 for table in _READ_TABLES:
                     frames[table.name] = _read_table(conn, table)
     except SQLAlchemyError as exc:
         raise _unreadable(engine, exc) from None
     return frames
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Millions of fresh rows are not cycles: collecting while they are built only costs time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _read_table(conn: Connection, table: Table) -> pd.DataFrame:
@@ -564,17 +555,33 @@ def _read_table(conn: Connection, table: Table) -> pd.DataFrame:
     # In key order, so that hashing the evidence finds the rows already sorted.
     query = select(*selected).order_by(*table.primary_key.columns)
     statement = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+    names = [column.name for column in table.columns]
+    kinds = [_column_kind(table, name) for name in names]
+    sqlite = conn.dialect.name == "sqlite"
+    # Typed chunk by chunk: the driver's Python objects for a whole table of millions of rows
+    # would weigh several times the typed columns.
+    pieces: list[list[pd.Series]] = [[] for _ in names]
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(str(statement))
-        rows = cursor.fetchall()
+        while rows := cursor.fetchmany(_READ_CHUNK_ROWS):
+            grid = _object_grid(rows, len(names))
+            del rows
+            for i, kind in enumerate(kinds):
+                pieces[i].append(_typed_column(np.ascontiguousarray(grid[:, i]), kind, sqlite=sqlite))
+            del grid
     finally:
         cursor.close()
-    names = [column.name for column in table.columns]
-    grid = _object_grid(rows, len(names))
-    sqlite = conn.dialect.name == "sqlite"
-    return pd.DataFrame({name: _typed_column(grid[:, i], _column_kind(table, name), sqlite=sqlite)
-                         for i, name in enumerate(names)}, copy=False)
+    columns: dict[str, pd.Series] = {}
+    for i, name in enumerate(names):
+        parts = pieces[i]
+        columns[name] = (pd.concat(parts, ignore_index=True) if parts
+                         else _typed_column(np.empty(0, dtype=object), kinds[i], sqlite=sqlite))
+        parts.clear()
+    return pd.DataFrame(columns, copy=False)
+
+
+_READ_CHUNK_ROWS = 200_000
 
 
 def _object_grid(rows: list[tuple[Any, ...]], width: int) -> npt.NDArray[np.object_]:
@@ -593,7 +600,7 @@ def _object_grid(rows: list[tuple[Any, ...]], width: int) -> npt.NDArray[np.obje
 
 
 def _typed_column(values: npt.NDArray[np.object_], kind: str, *, sqlite: bool) -> pd.Series:
-    """One dtype per kind whatever the driver returned: Int64, boolean, datetime64[ns], object text."""
+    """One dtype per kind whatever the driver returned: Int64, boolean, datetime64[ns], str."""
     if kind in ("int", "bool"):
         try:  # no NULL: plain integers, converted in C
             numbers = pd.Series(values.astype(np.int64)).astype("Int64")
@@ -604,7 +611,7 @@ def _typed_column(values: npt.NDArray[np.object_], kind: str, *, sqlite: bool) -
         # SQLite keeps timestamps as ISO text; PostgreSQL's driver gives datetime objects.
         parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601" if sqlite else None)
         return parsed.astype("datetime64[ns]")
-    return pd.Series(values, dtype=object)
+    return pd.Series(values, dtype="str")  # Arrow-backed when pyarrow is there: a fraction of the memory
 
 
 def _unreadable(engine: Engine, exc: Exception) -> ConfigurationError:
@@ -1289,15 +1296,21 @@ def _text_fields(series: pd.Series) -> npt.NDArray[np.object_]:
 
 
 def _datetime_fields(series: pd.Series, kind: str) -> npt.NDArray[np.object_]:
+    """ISO 8601 text: dates as YYYY-MM-DD, instants to the second, or to the microsecond when
+    they have a fraction (vectorised: a million distinct instants is the usual case)."""
     values = pd.to_datetime(series).to_numpy(dtype="datetime64[us]")
-
-    def render(stamp: np.datetime64) -> str:
-        if kind == "date":
-            return str(np.datetime_as_string(stamp, unit="D"))
-        whole = stamp.astype("datetime64[s]")
-        return str(np.datetime_as_string(whole if whole == stamp else stamp, unit="s" if whole == stamp else "us"))
-
-    return _per_distinct(values, render)
+    missing = np.isnat(values)
+    if kind == "date":
+        text = np.datetime_as_string(values, unit="D")
+    else:
+        whole = values.astype("datetime64[s]")
+        text = np.datetime_as_string(whole, unit="s")
+        fractional = ~missing & (whole != values)
+        if fractional.any():
+            text[fractional] = np.datetime_as_string(values[fractional], unit="us")
+    fields = text.astype(object)
+    fields[missing] = ""
+    return fields
 
 
 def canonical_column(series: pd.Series, kind: str) -> npt.NDArray[np.object_]:
@@ -1326,7 +1339,6 @@ def table_evidence(side: str, name: str, frame: pd.DataFrame, kinds: dict[str, s
     """Row count and SHA-256 of a table's canonical CSV text: a header line, then one line per row,
     rows ordered by the table's unique key (else by their text), every line ending in LF."""
     columns = list(kinds)
-    fields = [canonical_column(frame[c], kinds[c]) for c in columns]
     digest = hashlib.sha256((",".join(columns) + "\n").encode("utf-8"))
     chunk = 250_000
     key = frame[order_key] if order_key is not None else None
@@ -1336,13 +1348,17 @@ def table_evidence(side: str, name: str, frame: pd.DataFrame, kinds: dict[str, s
         order = np.argsort(values, kind="stable")
         in_order = bool((order == np.arange(len(order))).all())  # then no reordering copy is needed
         how = f"by {order_key}"
+        # Chunk by chunk (a field depends on its value only): the text of a whole table of
+        # millions of rows would outweigh the table itself.
         for start in range(0, len(frame), chunk):
-            span = slice(start, start + chunk)
-            parts = (f[span] for f in fields) if in_order else (f[order[span]] for f in fields)
+            rows = frame.iloc[start:start + chunk] if in_order else frame.iloc[order[start:start + chunk]]
+            parts = [canonical_column(rows[c], kinds[c]) for c in columns]
             lines = map(",".join, zip(*parts, strict=True))
             digest.update(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+            del rows, parts
     else:
         how = "by canonical line (code-point order)"
+        fields = [canonical_column(frame[c], kinds[c]) for c in columns]
         ordered = sorted(map(",".join, zip(*fields, strict=True)))
         for start in range(0, len(ordered), chunk):
             digest.update(("\n".join(ordered[start:start + chunk]) + "\n").encode("utf-8", "surrogatepass"))

@@ -1,6 +1,8 @@
 """Views of a ReconciliationReport: reconciliation.json, reconciliation_by_application.csv, a
-self-contained, printable reconciliation.html, and reconciliation_differences.csv (every unexplained
-access tuple, however many). The report is data; these only present it."""
+self-contained, printable reconciliation.html, reconciliation_differences.csv (every unexplained
+access tuple, however many) and reconciliation_register.csv (every row of the exception register).
+The report is data; these only present it. The JSON and the HTML stop long lists (saying so):
+a register of a million users has hundreds of thousands of rows, which a browser cannot show."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reports.reconciliation import DIFFERENCES_FILE, ReconciliationReport
+from reports.reconciliation import DIFFERENCES_FILE, REGISTER_FILE, ReconciliationReport
 from reports.spreadsheet_safety import neutralise_cell
 
 JSON_NAME = "reconciliation.json"
 CSV_NAME = "reconciliation_by_application.csv"
 HTML_NAME = "reconciliation.html"
 DIFFERENCES_NAME = DIFFERENCES_FILE
+REGISTER_NAME = REGISTER_FILE
+REGISTER_COLUMNS = ("entity", "legacy_key", "outcome", "reason_code", "detail", "merged_into")
 DIFFERENCES_COLUMNS = ("kind", "legacy_user_id", "application_code", "siret", "role", "legacy_habilitation_ids",
                        "entitlement_ids")
 # The contract's keys first, in its order; every other key follows in alphabetical order.
@@ -37,10 +41,11 @@ class ReportArtefacts:
     csv_path: Path
     html_path: Path
     differences_path: Path
+    register_path: Path
 
     def to_dict(self) -> dict[str, str]:
         return {"json": str(self.json_path), "csv": str(self.csv_path), "html": str(self.html_path),
-                "differences": str(self.differences_path)}
+                "differences": str(self.differences_path), "register": str(self.register_path)}
 
 
 def _sorted_keys(value: Any) -> Any:
@@ -97,6 +102,19 @@ def write_differences_csv(report: ReconciliationReport, path: Path) -> Path:
     return path
 
 
+def write_register_csv(report: ReconciliationReport, path: Path) -> Path:
+    """Every row of the exception register the reconciliation read (UTF-8, comma, header, LF)."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(REGISTER_COLUMNS)
+        writer.writerows(
+            (row.entity, neutralise_cell(row.legacy_key), row.outcome, row.reason_code,
+             neutralise_cell(row.detail), "" if row.merged_into is None else neutralise_cell(row.merged_into))
+            for row in report.exception_register
+        )
+    return path
+
+
 def _environment() -> Any:
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -121,6 +139,7 @@ def render_html(report: ReconciliationReport) -> str:
         show_personal_data=bool(report.header.configuration.get("show_personal_data")),
         missing=report.missing_unexplained[:HTML_DIFFERENCE_LIMIT],
         extra=report.extra_in_target[:HTML_DIFFERENCE_LIMIT],
+        register=report.exception_register[:HTML_DIFFERENCE_LIMIT],
         limit=HTML_DIFFERENCE_LIMIT,
         legacy_evidence=[e for e in report.evidence if e.side == "legacy"],
         target_evidence=[e for e in report.evidence if e.side == "target"],
@@ -134,10 +153,12 @@ def write_reports(report: ReconciliationReport, out_dir: Path) -> ReportArtefact
     if not out_dir.exists():
         out_dir.mkdir(parents=True, mode=0o700)
     artefacts = ReportArtefacts(json_path=out_dir / JSON_NAME, csv_path=out_dir / CSV_NAME,
-                                html_path=out_dir / HTML_NAME, differences_path=out_dir / DIFFERENCES_NAME)
+                                html_path=out_dir / HTML_NAME, differences_path=out_dir / DIFFERENCES_NAME,
+                                register_path=out_dir / REGISTER_NAME)
     for path, text in ((artefacts.json_path, render_json(report)), (artefacts.csv_path, render_csv(report)),
                        (artefacts.html_path, render_html(report))):
         with path.open("w", encoding="utf-8", newline="") as handle:
             handle.write(text)
     write_differences_csv(report, artefacts.differences_path)
+    write_register_csv(report, artefacts.register_path)
     return artefacts

@@ -230,3 +230,24 @@ def test_phones_fast_path_is_active_and_null() -> None:
     assert result.iloc[0] == "+33123456789"
     assert result.iloc[1:].isna().all()
     assert phones_e164(pd.Series([], dtype="str")).tolist() == []
+
+
+def one_name(value: str) -> str:
+    """clean_name's definition, on one value, with the standard library only."""
+    import re
+    import unicodedata
+
+    folded = re.sub(r"\s+", " ", unicodedata.normalize("NFC", value))
+    return re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f-\x9f]", "", folded)).strip()
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), st.sampled_from([" Zoé ", "Ma\x07rie", "A\u0301ngel", "  "]),
+                          st.text(max_size=12)), max_size=40))
+def test_clean_name_per_distinct_value_equals_the_definition_on_each_value(names: list[str | None]) -> None:
+    from mappings.normalize import clean_name
+
+    series = pd.Series(names, dtype="str", index=range(100, 100 + len(names)))
+    cleaned = clean_name(series)
+    assert list(cleaned.index) == list(series.index)
+    assert [None if pd.isna(v) else v for v in cleaned] == [None if v is None else one_name(v) for v in names]

@@ -23,6 +23,7 @@ against what the contract says the migration must produce.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -59,7 +60,16 @@ from reports.reconciliation import (
     control_hashes,
     reconcile_frames,
 )
-from reports.render import CSV_NAME, DIFFERENCES_NAME, HTML_NAME, JSON_NAME, render_csv, render_html, render_json
+from reports.render import (
+    CSV_NAME,
+    DIFFERENCES_NAME,
+    HTML_NAME,
+    JSON_NAME,
+    REGISTER_NAME,
+    render_csv,
+    render_html,
+    render_json,
+)
 from tests.legacy_builders import CATALOGUE, build_tables, default_applications, to_frames, write_csv_folder
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -948,7 +958,7 @@ def test_cli_reconcile_exit_status_and_artefacts(
     for name in (JSON_NAME, CSV_NAME, HTML_NAME, "manifest.json"):
         assert (out_dir / name).is_file()
     manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-    assert set(manifest["files"]) == {JSON_NAME, CSV_NAME, HTML_NAME, DIFFERENCES_NAME}
+    assert set(manifest["files"]) == {JSON_NAME, CSV_NAME, HTML_NAME, DIFFERENCES_NAME, REGISTER_NAME}
     assert "legacy/x.csv" in manifest["inputs"]
     assert all(name.startswith("mappings/") for name in manifest["inputs"] if not name.startswith("legacy"))
 
@@ -1004,6 +1014,16 @@ def test_long_lists_are_cut_in_json_and_html_but_complete_in_the_differences_csv
     assert "First 1 of 2" in html
     artefacts = reports.render.write_reports(report, tmp_path / "out")
     assert len(artefacts.differences_path.read_text(encoding="utf-8").splitlines()) == 1 + 4
+    # The exception register too: its first rows in the JSON and the HTML, all of them in its CSV.
+    register = json.loads(render_json(report))["exception_register"]
+    assert (len(register["rows"]), register["row_count"], register["truncated"]) == (1, len(DEFECTS_REGISTER), True)
+    assert register["complete_list"] == "reconciliation_register.csv"
+    assert f"First 1 of {len(DEFECTS_REGISTER)}; the complete register is in reconciliation_register.csv" in html
+    with artefacts.register_path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(DEFECTS_REGISTER)
+    assert {(r["entity"], r["legacy_key"], r["reason_code"]) for r in rows} == {
+        (r.entity, r.legacy_key, r.reason_code) for r in report.exception_register}
 
 
 def test_cli_reconcile_rejects_bad_arguments(tmp_path: Path, new_database_url: Callable[[str], str]) -> None:

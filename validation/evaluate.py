@@ -2,12 +2,22 @@
 
 The per-record outcomes come from this one evaluation: for every rule, the legacy keys of
 the records that break it are read from Great Expectations' `unexpected_index_list`.
+
+The facts are handed to Great Expectations with the legacy key as their (unnamed) row index,
+and the result format asks for no ID/PK columns: Great Expectations then lists the failing
+keys themselves, at the cost of one list per expectation. (Asked for `id_*` columns, it reads
+every failing row's cells one by one; that took most of the stage at a million users.) The
+values of a failing record, which Data Docs and the exceptions workbook show, are read back
+by key from the facts the suite ran on (`failing_records`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import re
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +26,12 @@ import pandas as pd
 from validation.rules import KEY_COLUMNS, SUITES, Rule
 
 log = logging.getLogger(__name__)
+
+RESULT_FORMAT: dict[str, Any] = {
+    "result_format": "COMPLETE",  # every failing key, not a sample
+    "return_unexpected_index_query": False,
+    "partial_unexpected_count": 20,
+}
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,19 @@ class SuiteEvaluation:
     failures: dict[str, frozenset[Any]]  # reason_code -> keys of the records that break it
     evaluated_records: int
     raw_result: Any = field(repr=False, compare=False)
+
+
+class SuiteResults(dict[str, Any]):
+    """`RuleEngine.results`: suite name -> Great Expectations' ExpectationSuiteValidationResult.
+
+    It also keeps, per suite, the facts the suite ran on (indexed by legacy key) and the name
+    of the key column, so that a failing record's values can be read back (`failing_records`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.facts: dict[str, pd.DataFrame] = {}
+        self.key_columns: dict[str, str] = {}
 
 
 class RuleEngine:
@@ -45,7 +74,7 @@ class RuleEngine:
         # No "Calculating Metrics" bars: the CLI has its own progress display.
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self._datasource = self.context.data_sources.add_pandas("legacy_extract")
-        self.results: dict[str, Any] = {}
+        self.results: SuiteResults = SuiteResults()
 
     def evaluate(
         self, suite_entity: str, facts: pd.DataFrame, rules: tuple[Rule, ...], parameters: dict[str, Any]
@@ -57,6 +86,10 @@ class RuleEngine:
 
         suite_name = SUITES[suite_entity]
         key_column = KEY_COLUMNS[suite_entity]
+        # Only the columns the rules read: GX filters (row_condition) and fingerprints the whole frame.
+        keyed = facts[_columns_read(rules, facts.columns)].set_axis(pd.Index(facts[key_column].to_numpy()))
+        if not keyed.index.is_unique:
+            raise ValueError(f"suite {suite_name}: {key_column} is not unique in the facts")
         suite = self.context.suites.add(gx.ExpectationSuite(name=suite_name))
         for rule in rules:
             for check in rule.checks:
@@ -71,16 +104,10 @@ class RuleEngine:
         definition = self.context.validation_definitions.add(
             gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
         )
-        result = definition.run(
-            batch_parameters={"dataframe": facts},
-            result_format={
-                "result_format": "COMPLETE",
-                "unexpected_index_column_names": [key_column],
-                "return_unexpected_index_query": False,
-                "partial_unexpected_count": 20,
-            },
-        )
+        result = _run(definition, keyed)
         self.results[suite_name] = result
+        self.results.facts[suite_name] = keyed
+        self.results.key_columns[suite_name] = key_column
         failures: dict[str, set[Any]] = {rule.reason_code: set() for rule in rules}
         for expectation_result in result.results:
             configuration = expectation_result.expectation_config
@@ -90,8 +117,15 @@ class RuleEngine:
                     f"suite {suite_name}: {configuration.type} failed to evaluate: "
                     f"{expectation_result.exception_info.get('exception_message')}"
                 )
-            unexpected = expectation_result.result.get("unexpected_index_list") or []
-            failures[meta["reason_code"]].update(item[key_column] for item in unexpected)
+            outcome = expectation_result.result or {}
+            unexpected = outcome.get("unexpected_index_list") or []
+            # A failing record must never go unnoticed: GX lists every failing row or none.
+            if len(unexpected) != (outcome.get("unexpected_count") or 0):
+                raise RuntimeError(
+                    f"suite {suite_name}: {configuration.type} reported {outcome.get('unexpected_count')} "
+                    f"failing records but listed {len(unexpected)}"
+                )
+            failures[meta["reason_code"]].update(unexpected)
         log.info("suite %s: %d records, %s", suite_name, len(facts),
                  {k: len(v) for k, v in failures.items() if v})
         return SuiteEvaluation(
@@ -100,6 +134,81 @@ class RuleEngine:
             evaluated_records=len(facts),
             raw_result=result,
         )
+
+
+def _run(definition: Any, keyed: pd.DataFrame) -> Any:
+    """`ValidationDefinition.run` without its results store, which serialised every result to
+    JSON (over half of the stage at scale) for an ephemeral context that never reads it back."""
+    from great_expectations.constants import DATAFRAME_REPLACEMENT_STR
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.validator.v1_validator import Validator
+
+    validator = Validator(batch_definition=definition.batch_definition,
+                          batch_parameters={"dataframe": keyed}, result_format=dict(RESULT_FORMAT))
+    result = validator.validate_expectation_suite(definition.suite)
+    run_id = RunIdentifier(run_time=dt.datetime.now(dt.UTC))
+    # The same metadata as ValidationDefinition.run: the Data Docs pages show it.
+    result.meta["validation_id"] = definition.id
+    result.meta["checkpoint_id"] = None
+    result.meta["run_id"] = run_id
+    result.meta["validation_time"] = run_id.run_time
+    result.meta["batch_parameters"] = {"dataframe": DATAFRAME_REPLACEMENT_STR}
+    return result
+
+
+def _columns_read(rules: tuple[Rule, ...], available: Iterable[str]) -> list[str]:
+    """The facts columns the rules' expectations read, row conditions included, in the facts' order."""
+    named: set[str] = set()
+    conditions: list[str] = []
+    for rule in rules:
+        for check in rule.checks:
+            named.update(domain_columns(check))
+            if isinstance(check.kwargs.get("row_condition"), str):
+                conditions.append(check.kwargs["row_condition"])
+    return [column for column in available if column in named
+            or any(re.search(rf"(?<!\w){re.escape(column)}(?!\w)", condition) for condition in conditions)]
+
+
+def domain_columns(configuration: Any) -> list[str]:
+    """The columns an expectation reads, as Great Expectations names them in its per-record lists."""
+    kwargs = configuration.kwargs
+    if "column" in kwargs:
+        return [kwargs["column"]]
+    if "column_A" in kwargs and "column_B" in kwargs:
+        return [kwargs["column_A"], kwargs["column_B"]]
+    return list(kwargs.get("column_list") or [])
+
+
+def failing_records(results: Mapping[str, Any], suite: str, expectation_result: Any) -> pd.DataFrame | None:
+    """The records one expectation found failing: its columns, then the key column (last), one row
+    each, in Great Expectations' order; None when the result lists none.
+
+    The keys are Great Expectations' `unexpected_index_list`; the column values are read from the
+    facts the suite ran on (`SuiteResults`). A result that already lists records (a result format
+    with `unexpected_index_column_names`) is read as it is.
+    """
+    outcome = expectation_result.result or {}
+    unexpected = outcome.get("unexpected_index_list")
+    if not unexpected:
+        return None
+    columns = domain_columns(expectation_result.expectation_config)
+    if isinstance(unexpected[0], dict):
+        key_columns = outcome.get("unexpected_index_column_names") or []
+        if not key_columns:
+            return None
+        listed = pd.DataFrame(unexpected, dtype=object)
+        return listed[[column for column in columns if column in listed.columns and column != key_columns[0]]
+                      + [key_columns[0]]]
+    facts: pd.DataFrame | None = getattr(results, "facts", {}).get(suite)
+    key_column: str | None = getattr(results, "key_columns", {}).get(suite)
+    if facts is None or key_column is None:  # e.g. dict(engine.results): the facts were left behind
+        raise ValueError(f"suite {suite}: its failing records are listed by key; pass RuleEngine.results itself")
+    rows = facts.index.get_indexer(pd.Index(unexpected))
+    if (rows < 0).any():
+        raise KeyError(f"suite {suite}: failing keys missing from the facts")
+    frame = facts[[column for column in columns if column != key_column]].take(rows).reset_index(drop=True)
+    frame[key_column] = pd.Series(unexpected, dtype=object)
+    return frame
 
 
 def _resolve(value: Any, parameters: dict[str, Any]) -> Any:

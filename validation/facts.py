@@ -6,6 +6,10 @@ normalising or looking up, never deciding: every decision comes from the rule ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
 from mappings.mapping import Mapping
@@ -19,16 +23,17 @@ def _blank_to_na(series: pd.Series) -> pd.Series:
 
 
 def user_facts(utilisateurs: pd.DataFrame) -> pd.DataFrame:
+    # Columns are passed as arrays (see habilitation_facts).
     return pd.DataFrame(
         {
-            "id_utilisateur": utilisateurs["id_utilisateur"].to_numpy(),
-            "statut": utilisateurs["statut"].to_numpy(),
-            "type_compte": utilisateurs["type_compte"].to_numpy(),
-            "email": _blank_to_na(email_of(utilisateurs["courriel"])).to_numpy(),
-            "login": login_of(utilisateurs["courriel"]).to_numpy(),
-            "last_name": _blank_to_na(clean_name(utilisateurs["nom"])).to_numpy(),
-            "first_name": _blank_to_na(clean_name(utilisateurs["prenom"])).to_numpy(),
-            "telephone": _blank_to_na(utilisateurs["telephone"].str.strip()).to_numpy(),
+            "id_utilisateur": utilisateurs["id_utilisateur"].array,
+            "statut": utilisateurs["statut"].array,
+            "type_compte": utilisateurs["type_compte"].array,
+            "email": _as_text(_blank_to_na(email_of(utilisateurs["courriel"]))),
+            "login": _as_text(login_of(utilisateurs["courriel"])),
+            "last_name": _as_text(_blank_to_na(clean_name(utilisateurs["nom"]))),
+            "first_name": _as_text(_blank_to_na(clean_name(utilisateurs["prenom"]))),
+            "telephone": _as_text(_blank_to_na(utilisateurs["telephone"].str.strip())),
         }
     )
 
@@ -38,9 +43,9 @@ def establishment_facts(etablissements: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "row_number": range(len(etablissements)),
-            "siret_digits": digits.to_numpy(),
-            "siren_digits": _blank_to_na(siret_digits(etablissements["siren"])).to_numpy(),
-            "siren_of_siret": digits.str.slice(0, 9).to_numpy(),
+            "siret_digits": _as_text(digits),
+            "siren_digits": _as_text(_blank_to_na(siret_digits(etablissements["siren"]))),
+            "siren_of_siret": _as_text(digits.str.slice(0, 9)),
             "is_closed": etablissements["date_fermeture"].notna().to_numpy(),
         }
     )
@@ -70,64 +75,104 @@ def habilitation_facts(
     `user_decisions` is indexed by id_utilisateur with columns outcome, merged_into;
     `application_decisions` by legacy code with outcome, reason_code, efp_code;
     `establishment_decisions` by normalised SIRET with outcome.
+
+    Millions of rows share a few thousand codes and SIRETs: lookups and normalisations are done
+    once per distinct value (`_lookup`, `_each_distinct`).
     """
     holder = habilitations["id_utilisateur"]
-    merged_into = holder.map(user_decisions["merged_into"])
+    merged_into = _lookup(holder, user_decisions["merged_into"])
     holder_id = merged_into.fillna(holder).astype("int64")
-    effective_outcome = holder_id.map(user_decisions["outcome"])
-    original_outcome = holder.map(user_decisions["outcome"])
-    holder_state = pd.Series("ok", index=habilitations.index, dtype=object)
-    holder_state[effective_outcome.ne(MIGRATED) & effective_outcome.notna()] = "rejected"
-    holder_state[original_outcome.eq("excluded")] = "deleted"
-    holder_state[original_outcome.isna()] = "missing"
+    effective_outcome = _lookup(holder_id, user_decisions["outcome"])
+    original_outcome = _lookup(holder, user_decisions["outcome"])
+    holder_state = _states(  # later conditions win, as successive assignments would
+        ("rejected", effective_outcome.ne(MIGRATED) & effective_outcome.notna()),
+        ("deleted", original_outcome.eq("excluded")),
+        ("missing", original_outcome.isna()),
+    )
 
     code = habilitations["code_application"]
-    app_outcome = code.map(application_decisions["reason_code"])
-    application_state = pd.Series("ok", index=habilitations.index, dtype=object)
-    application_state[app_outcome.eq("APPLICATION_RETIRED")] = "retired"
-    application_state[app_outcome.eq("APPLICATION_UNMAPPED")] = "unmapped"
-    application_state[~code.isin(application_decisions.index)] = "missing"
-    efp_code = code.map(application_decisions["efp_code"])
+    app_outcome = _lookup(code, application_decisions["reason_code"])
+    application_state = _states(
+        ("retired", app_outcome.eq("APPLICATION_RETIRED")),
+        ("unmapped", app_outcome.eq("APPLICATION_UNMAPPED")),
+        ("missing", ~code.isin(application_decisions.index)),
+    )
+    efp_code = _lookup(code, application_decisions["efp_code"])
 
-    siret = _blank_to_na(siret_digits(habilitations["siret"]))
-    holder_type = holder_id.map(user_types)
-    establishment_outcome = siret.map(establishment_decisions["outcome"])
-    establishment_state = pd.Series("ok", index=habilitations.index, dtype=object)
-    establishment_state[establishment_outcome.ne(MIGRATED) & establishment_outcome.notna()] = "rejected"
-    establishment_state[siret.notna() & establishment_outcome.isna()] = "unknown"
-    establishment_state[siret.isna()] = "not_required"
-    establishment_state[siret.isna() & holder_type.eq("PRO")] = "missing_for_pro"
+    siret = _each_distinct(habilitations["siret"], lambda distinct: _blank_to_na(siret_digits(distinct)))
+    holder_type = _lookup(holder_id, user_types)
+    establishment_outcome = _lookup(siret, establishment_decisions["outcome"])
+    establishment_state = _states(
+        ("rejected", establishment_outcome.ne(MIGRATED) & establishment_outcome.notna()),
+        ("unknown", siret.notna() & establishment_outcome.isna()),
+        ("not_required", siret.isna()),
+        ("missing_for_pro", siret.isna() & holder_type.eq("PRO")),
+    )
 
     role_code = _canonical_roles(efp_code, habilitations["role"], mapping)
 
+    # Columns are passed as arrays: through `.to_numpy()` every text column became Python
+    # objects and was then converted back to text.
     return pd.DataFrame(
         {
-            "id_habilitation": habilitations["id_habilitation"].to_numpy(),
-            "statut": habilitations["statut"].to_numpy(),
-            "holder_id": holder_id.to_numpy(),
-            "holder_state": holder_state.to_numpy(),
-            "application_state": application_state.to_numpy(),
-            "application_code": efp_code.to_numpy(),
-            "establishment_state": establishment_state.to_numpy(),
-            "siret": siret.to_numpy(),
+            "id_habilitation": habilitations["id_habilitation"].array,
+            "statut": habilitations["statut"].array,
+            "holder_id": holder_id.array,
+            "holder_state": holder_state,
+            "application_state": application_state,
+            "application_code": _as_text(efp_code),
+            "establishment_state": establishment_state,
+            "siret": _as_text(siret),
             # Agents' access has no SIRET; the key still has to group such rows together.
-            "siret_key": siret.fillna("").to_numpy(),
-            "role_label": habilitations["role"].to_numpy(),
-            "role_code": role_code.to_numpy(),
-            "date_fin": habilitations["date_fin"].to_numpy(),
-            "kind": habilitations["statut"].to_numpy(),
+            "siret_key": _as_text(siret.fillna("")),
+            "role_label": habilitations["role"].array,
+            "role_code": role_code,
+            "date_fin": habilitations["date_fin"].array,
+            "kind": habilitations["statut"].array,
         }
     )
 
 
-def _canonical_roles(efp_code: pd.Series, label: pd.Series, mapping: Mapping) -> pd.Series:
+def _lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
+    """`keys.map(table)`: the table's value for each key (missing where it has none), found once per distinct key."""
+    codes, distinct = pd.factorize(keys, use_na_sentinel=False)
+    found = table.array.take(table.index.get_indexer(distinct), allow_fill=True)
+    return pd.Series(found.take(codes), index=keys.index)
+
+
+def _each_distinct(series: pd.Series, function: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """`function(series)` for an element-wise `function`, computed once per distinct value (NA included)."""
+    codes, distinct = pd.factorize(series, use_na_sentinel=False)
+    done = function(pd.Series(distinct, dtype=series.dtype))
+    return pd.Series(done.array.take(codes), index=series.index, name=series.name)
+
+
+def _states(*conditions: tuple[str, pd.Series], default: str = "ok") -> pd.api.extensions.ExtensionArray:
+    """A text column: the label of the last true condition of each row, `default` where none is."""
+    labels = [default, *(label for label, _condition in conditions)]
+    codes = np.zeros(len(conditions[0][1]), dtype=np.intp)
+    for number, (_label, condition) in enumerate(conditions, start=1):
+        codes[condition.to_numpy(dtype=bool, na_value=False)] = number
+    return pd.array(labels, dtype="str").take(codes)
+
+
+def _as_text(series: pd.Series) -> Any:
+    """The column as text (what the facts frame would infer from it), without a detour through objects."""
+    return series.array if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object \
+        else series.astype("str").array
+
+
+def _canonical_roles(efp_code: pd.Series, label: pd.Series, mapping: Mapping) -> Any:
     """Canonical role per habilitation, asking the mapping once per distinct (application, label)."""
-    no_label = "\x00no-label"  # a NULL label means the default role; NaN cannot be a join key
-    pairs = pd.DataFrame({"app": efp_code.to_numpy(), "label": label.fillna(no_label).to_numpy()})
-    distinct = pairs.dropna(subset=["app"]).drop_duplicates().reset_index(drop=True)
-    distinct["role_code"] = [
-        mapping.canonical_role(str(app), None if lab == no_label else str(lab))
-        for app, lab in zip(distinct["app"], distinct["label"], strict=True)
-    ]
-    merged = pairs.merge(distinct, on=["app", "label"], how="left")
-    return pd.Series(merged["role_code"].to_numpy(), index=label.index, dtype=object)
+    app_codes, apps = pd.factorize(efp_code, use_na_sentinel=True)
+    label_codes, labels = pd.factorize(label, use_na_sentinel=False)
+    pair_codes, pairs = pd.factorize(app_codes.astype(np.int64) * max(len(labels), 1) + label_codes)
+    answers: list[Any] = []
+    for pair in pairs:
+        app, lab = divmod(int(pair), max(len(labels), 1))
+        if app < 0:  # no application: no role (a NULL label means the default role, though)
+            answers.append(None)
+            continue
+        value = labels[lab]
+        answers.append(mapping.canonical_role(str(apps[app]), None if pd.isna(value) else str(value)))
+    return pd.array(answers, dtype="str").take(pair_codes)

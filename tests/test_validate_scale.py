@@ -1,0 +1,157 @@
+"""The validation at scale keeps every failing record: keys from Great Expectations, values by key.
+
+The engine asks Great Expectations for the failing keys only (the key is the row index) and
+reads a failing record's values back from the facts by key (validation/evaluate.py). Great
+Expectations caps its lists of unexpected *values* at 200 and its samples at 20: the extract
+below has far more failures than that for several rules, under keys that are neither
+contiguous nor in row order, and every one of them must reach the outcomes, the Data Docs
+counts and the exceptions workbook.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mappings.mapping import load_mapping
+from pipelines.transform import transform
+from pipelines.validate import ValidateConfig, validate
+from reports.exceptions_workbook import OFFENDING_COLUMN, offending_values_from, workbook_rows
+from tests.legacy_builders import build_tables, default_applications, to_frames
+from validation import facts as fact_builders
+from validation.data_docs import write_data_docs
+from validation.evaluate import RuleEngine, failing_records
+from validation.rules import rules_for
+
+USERS = 1_500
+AS_OF = dt.datetime(2025, 1, 1)
+
+
+def _users() -> list[dict[str, object]]:
+    rng = np.random.default_rng(7)
+    ids = rng.permutation(np.arange(10_000, 10_000 + 7 * USERS, 7))  # sparse, shuffled keys
+    users: list[dict[str, object]] = []
+    for position, user_id in enumerate(ids.tolist()):
+        user: dict[str, object] = {"id_utilisateur": user_id, "courriel": f"user{position}@example.fr"}
+        if position % 5 == 0:
+            user["statut"] = "SUPPRIME"  # 300 USER_DELETED
+        elif position % 5 == 1:
+            user["courriel"] = f"sans-arobase-{position}"  # 300 INVALID_EMAIL
+        elif position % 5 == 2:
+            user["courriel"] = f"Dup{position // 10}@Example.fr"  # pairs of DUPLICATE_LOGIN
+        if position % 3 == 0:
+            user["telephone"] = f"n/a {position}"  # 500 PHONE_DROPPED
+        users.append(user)
+    return users
+
+
+@pytest.fixture(scope="module")
+def run() -> tuple[RuleEngine, pd.DataFrame, pd.DataFrame]:
+    frames = to_frames(build_tables(_users(), [], [], default_applications()))
+    engine = RuleEngine()
+    validated = validate(frames, ValidateConfig(as_of=AS_OF, mapping=load_mapping()), engine=engine)
+    register = transform(frames, validated).target.exceptions
+    return engine, fact_builders.user_facts(frames.utilisateurs), register
+
+
+def _expected(facts: pd.DataFrame) -> dict[str, set[int]]:
+    login_counts = facts.loc[facts["statut"].ne("SUPPRIME"), "login"].value_counts()
+    return {
+        "USER_DELETED": set(facts.loc[facts["statut"].eq("SUPPRIME"), "id_utilisateur"]),
+        "INVALID_EMAIL": set(facts.loc[~facts["email"].fillna("").str.contains("@"), "id_utilisateur"]),
+        "DUPLICATE_LOGIN": set(facts.loc[facts["statut"].ne("SUPPRIME")
+                                         & facts["login"].map(login_counts).gt(1), "id_utilisateur"]),
+        "PHONE_DROPPED": set(facts.loc[facts["telephone"].notna(), "id_utilisateur"]),
+    }
+
+
+def test_every_failing_key_beyond_great_expectations_caps(run: tuple[RuleEngine, pd.DataFrame, pd.DataFrame]) -> None:
+    engine, facts, _register = run
+    expected = _expected(facts)
+    assert all(len(keys) > 200 for keys in expected.values())  # more than GX lists values for
+    result = engine.results["users"]
+    found: dict[str, set[int]] = {}
+    for expectation_result in result.results:
+        keys = expectation_result.result.get("unexpected_index_list") or []
+        assert len(keys) == expectation_result.result["unexpected_count"]
+        assert len(expectation_result.result.get("unexpected_list") or []) <= 200  # GX's own cap
+        found.setdefault(expectation_result.expectation_config.meta["reason_code"], set()).update(keys)
+    for reason_code, keys in expected.items():
+        assert found[reason_code] == keys, reason_code
+
+
+def test_failing_records_carry_the_values_of_their_key(run: tuple[RuleEngine, pd.DataFrame, pd.DataFrame]) -> None:
+    engine, facts, _register = run
+    by_key = facts.set_index("id_utilisateur")
+    for expectation_result in engine.results["users"].results:
+        records = failing_records(engine.results, "users", expectation_result)
+        if not expectation_result.result.get("unexpected_count"):
+            assert records is None
+            continue
+        assert records is not None
+        column = expectation_result.expectation_config.kwargs["column"]
+        assert list(records.columns) == [column, "id_utilisateur"]
+        assert records["id_utilisateur"].tolist() == expectation_result.result["unexpected_index_list"]
+        expected = by_key.loc[records["id_utilisateur"].tolist(), column]
+        assert records[column].tolist() == expected.tolist() or (records[column].isna().all()
+                                                                  and expected.isna().all())
+
+
+def test_outcomes_follow_every_failure(run: tuple[RuleEngine, pd.DataFrame, pd.DataFrame]) -> None:
+    _engine, facts, register = run
+    expected = _expected(facts)
+    # The phone is only dropped from the accounts that are migrated.
+    expected["PHONE_DROPPED"] -= expected["USER_DELETED"] | expected["INVALID_EMAIL"] | expected["DUPLICATE_LOGIN"]
+    users = register[register["entity"].eq("user")]
+    for reason_code in ("USER_DELETED", "INVALID_EMAIL", "DUPLICATE_LOGIN", "PHONE_DROPPED"):
+        listed = set(users.loc[users["reason_code"].eq(reason_code), "legacy_key"].astype(int))
+        assert listed == expected[reason_code], reason_code
+
+
+def test_the_workbook_names_every_offending_login(run: tuple[RuleEngine, pd.DataFrame, pd.DataFrame]) -> None:
+    engine, facts, register = run
+    rows = workbook_rows(register, offending_values_from(engine.results))
+    duplicates = rows[rows["code motif"].eq("DUPLICATE_LOGIN")]
+    assert len(duplicates) > 200
+    logins = facts.set_index("id_utilisateur")["login"]
+    for key, value in zip(duplicates["clé legacy"], duplicates[OFFENDING_COLUMN], strict=True):
+        assert value == logins[int(key)]
+
+
+def test_data_docs_count_every_failing_record(run: tuple[RuleEngine, pd.DataFrame, pd.DataFrame],
+                                              tmp_path: Path) -> None:
+    engine, facts, _register = run
+    page = write_data_docs(engine, tmp_path).pages["users"].read_text(encoding="utf-8")
+    deleted = len(_expected(facts)["USER_DELETED"])
+    assert re.search(rf"SUPPRIME</div></td><td[^>]*><div[^>]*>{deleted}</div>", page)
+    assert re.search(rf"\(masqué\)</div></td><td[^>]*><div[^>]*>{len(_expected(facts)['PHONE_DROPPED'])}</div>",
+                     page)
+
+
+def test_keys_must_be_unique() -> None:
+    facts = pd.DataFrame({"code_application": ["A", "A"], "actif": [True, False]})
+    with pytest.raises(ValueError, match="not unique"):
+        RuleEngine().evaluate("application", facts, rules_for("application"), {"mapped_applications": ["A"]})
+
+
+@pytest.mark.parametrize("dtype", ["str", object, "Int64"])
+def test_lookups_once_per_distinct_value_are_map(dtype: str | type) -> None:
+    values = ["a", "b", None, "c", "a"] if dtype != "Int64" else [1, 2, None, 3, 1]
+    table_keys = ["a", "c", "z"] if dtype != "Int64" else [1, 3, 9]
+    keys = pd.Series(values * 3, dtype=dtype, index=range(100, 115))
+    table = pd.Series(["x", None, "y"], index=pd.Index(table_keys, dtype=dtype), dtype="str")
+    pd.testing.assert_series_equal(fact_builders._lookup(keys, table), keys.map(table))
+    if dtype == "str":
+        upper = fact_builders._each_distinct(keys, lambda series: series.str.upper())
+        pd.testing.assert_series_equal(upper, keys.str.upper())
+
+
+def test_failing_values_need_the_engine_s_results(run: tuple[RuleEngine, pd.DataFrame, pd.DataFrame]) -> None:
+    engine, _facts, _register = run
+    with pytest.raises(ValueError, match=r"RuleEngine\.results"):
+        offending_values_from(dict(engine.results))  # a plain copy has the keys but not the facts
