@@ -27,8 +27,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -37,21 +37,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import (
-    Boolean,
-    Connection,
-    Date,
-    DateTime,
     Engine,
-    Integer,
-    Table,
-    case,
-    inspect,
-    literal,
-    null,
-    select,
 )
-from sqlalchemy.exc import SQLAlchemyError
 
 import pipelines
 from mappings.mapping import Mapping, load_mapping
@@ -61,8 +51,10 @@ from pipelines.errors import ConfigurationError
 from pipelines.frames import LEGACY_FRAME_COLUMNS, LegacyFrames
 from pipelines.legacy_schema import BOOLEAN_COLUMNS, DATE_COLUMNS, INTEGER_COLUMNS, TIMESTAMP_COLUMNS
 from pipelines.memory import gc_paused
-from pipelines.target_schema import ORIGIN_MIGRATION, TARGET_TABLES, migration_runs
+from pipelines.target_schema import ORIGIN_MIGRATION, TARGET_TABLES
 from pipelines.timeutil import PARIS, paris_now
+from reports.evidence import ARROW_REFUSALS, REDACTED, REDACTED_COLUMNS, canonical_digest, text_bytes
+from reports.target_reader import column_kind, read_target, require_target_schema
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +69,6 @@ COUNTED_OUTCOMES = ("excluded", "rejected", "merged")
 # reconciliation must not share the code it checks.
 ACCOUNT_STATUS = {"ACTIF": "ACTIVE", "EN_ATTENTE": "PENDING", "VERROUILLE": "LOCKED"}
 NULL_TEXT = "\\N"  # NULL in canonical text (as PostgreSQL's COPY writes it); a real backslash is doubled
-REDACTED = "***"
 # Beyond this many lines a list in reconciliation.json stops (saying so); DIFFERENCES_FILE has them all.
 JSON_LIST_LIMIT = 10_000
 DIFFERENCES_FILE = "reconciliation_differences.csv"
@@ -87,8 +78,7 @@ REGISTER_FILE = "reconciliation_register.csv"
 # How the rows of each table are ordered before hashing: by a unique key when it has one.
 LEGACY_ORDER_KEYS: dict[str, str] = {"utilisateurs": "id_utilisateur", "habilitations": "id_habilitation",
                                      "applications": "code_application"}
-REDACTED_COLUMNS = frozenset({"mot_de_passe_hash", "password_hash"})
-_CSV_NEEDS_QUOTES = re.compile(r'[",\r\n]')
+
 _TUPLE_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -416,9 +406,15 @@ def reconcile(config: ReconcileConfig) -> ReconciliationReport:
     engine = make_engine(config.target_url, what="--target")
     try:
         require_target_schema(engine)  # a wrong --target stops before the extract, which takes a while
-        legacy = extract_legacy(config.source)
+        # The target is read while the legacy source is extracted: the ADBC drivers read with
+        # the GIL released, so on two cores the two readings overlap (the extract's own
+        # error, if any, is the one raised; the read is waited for either way).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-target-read") as pool:
+            reading = pool.submit(read_target, engine)
+            legacy = extract_legacy(config.source)
+            target = reading.result()
         return reconcile_frames(legacy.frames, engine, replace(config, started_at=started_at),
-                                inputs=legacy.inputs, mapping=mapping)
+                                inputs=legacy.inputs, mapping=mapping, target=target)
     finally:
         engine.dispose()
 
@@ -430,8 +426,10 @@ def reconcile_frames(
     *,
     inputs: LegacyInputs | None = None,
     mapping: Mapping | None = None,
+    target: dict[str, pd.DataFrame] | None = None,
 ) -> ReconciliationReport:
-    """Reconciles legacy frames (as the extract gives them) with the target as it now stands."""
+    """Reconciles legacy frames (as the extract gives them) with the target as it now stands
+    (`target`: its tables as read_target gave them, else read here)."""
     started_at = config.started_at or paris_now()
     mapping = mapping if mapping is not None else load_mapping(config.mappings_dir)
     inputs = inputs if inputs is not None else LegacyInputs(source_display=_display(config.source))
@@ -439,13 +437,14 @@ def reconcile_frames(
         config = replace(config, as_of=config.as_of.astimezone(PARIS).replace(tzinfo=None))
 
     with gc_paused():
-        return _reconcile(frames, engine, config, inputs, mapping, started_at)
+        return _reconcile(frames, engine, config, inputs, mapping, started_at, target)
 
 
 def _reconcile(frames: LegacyFrames, engine: Engine, config: ReconcileConfig, inputs: LegacyInputs,
-               mapping: Mapping, started_at: datetime) -> ReconciliationReport:
+               mapping: Mapping, started_at: datetime,
+               target: dict[str, pd.DataFrame] | None) -> ReconciliationReport:
     as_of = config.as_of
-    target = read_target(engine)
+    target = target if target is not None else read_target(engine)
     run = select_run(target["migration_runs"], target["migration_exceptions"], config.run_id)
     all_exceptions = target["migration_exceptions"]
     register = (all_exceptions[all_exceptions["run_id"].eq(run.run_id).to_numpy(dtype=bool)]
@@ -504,133 +503,6 @@ def _reconcile(frames: LegacyFrames, engine: Engine, config: ReconcileConfig, in
 
 def _display(source: str) -> str:
     return mask_url(source) if "://" in source else mask_text(source)
-
-
-# --- reading the target --------------------------------------------------------------------------
-
-_READ_TABLES: tuple[Table, ...] = (*TARGET_TABLES, migration_runs)
-
-
-def require_target_schema(engine: Engine) -> None:
-    """Raises ConfigurationError unless the target has every table the reconciliation reads."""
-    try:
-        present = set(inspect(engine).get_table_names())
-    except SQLAlchemyError as exc:
-        raise _unreadable(engine, exc) from None
-    absent = [t.name for t in _READ_TABLES if t.name not in present]
-    if absent:
-        raise ConfigurationError(
-            f"--target: {mask_url(engine.url)} has no EFP Connect schema (missing: {', '.join(absent)}); "
-            "nothing to reconcile (create it with `efp-migrate init-target`)"
-        )
-
-
-def read_target(engine: Engine) -> dict[str, pd.DataFrame]:
-    """Every target table the reconciliation needs, read in one go (one snapshot on PostgreSQL)."""
-    require_target_schema(engine)
-    frames: dict[str, pd.DataFrame] = {}
-    try:
-        with engine.connect() as conn:
-            if engine.dialect.name == "postgresql":
-                # One snapshot for every table, however long the reading takes.
-                conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin(), gc_paused():
-                for table in _READ_TABLES:
-                    frames[table.name] = _read_table(conn, table)
-    except SQLAlchemyError as exc:
-        raise _unreadable(engine, exc) from None
-    return frames
-
-
-def _read_table(conn: Connection, table: Table) -> pd.DataFrame:
-    """A whole table through the driver's own cursor (rows as plain tuples), typed per column kind.
-
-    A password hash is never fetched: the query returns "***" where one is set, NULL elsewhere.
-    """
-    selected = [
-        case((column.is_(None), null()), else_=literal(REDACTED)).label(column.name)
-        if column.name in REDACTED_COLUMNS else column
-        for column in table.columns
-    ]
-    # In key order, so that hashing the evidence finds the rows already sorted.
-    query = select(*selected).order_by(*table.primary_key.columns)
-    statement = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-    names = [column.name for column in table.columns]
-    kinds = [_column_kind(table, name) for name in names]
-    sqlite = conn.dialect.name == "sqlite"
-    # Typed chunk by chunk: the driver's Python objects for a whole table of millions of rows
-    # would weigh several times the typed columns.
-    pieces: list[list[pd.Series]] = [[] for _ in names]
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(str(statement))
-        while rows := cursor.fetchmany(_READ_CHUNK_ROWS):
-            grid = _object_grid(rows, len(names))
-            del rows
-            for i, kind in enumerate(kinds):
-                pieces[i].append(_typed_column(np.ascontiguousarray(grid[:, i]), kind, sqlite=sqlite))
-            del grid
-    finally:
-        cursor.close()
-    columns: dict[str, pd.Series] = {}
-    for i, name in enumerate(names):
-        parts = pieces[i]
-        columns[name] = (pd.concat(parts, ignore_index=True) if parts
-                         else _typed_column(np.empty(0, dtype=object), kinds[i], sqlite=sqlite))
-        parts.clear()
-    return pd.DataFrame(columns, copy=False)
-
-
-_READ_CHUNK_ROWS = 200_000
-
-
-def _object_grid(rows: list[tuple[Any, ...]], width: int) -> npt.NDArray[np.object_]:
-    """Rows of a result as a 2-D object array (one value per cell, strings kept whole)."""
-    if not rows:
-        return np.empty((0, width), dtype=object)
-    try:
-        from pandas._libs import lib  # the C routine behind pandas' own read_sql
-
-        grid: npt.NDArray[np.object_] = lib.to_object_array_tuples(rows)  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        grid = np.empty((len(rows), width), dtype=object)
-        for i, column in enumerate(zip(*rows, strict=True)):
-            grid[:, i] = column
-    return grid
-
-
-def _typed_column(values: npt.NDArray[np.object_], kind: str, *, sqlite: bool) -> pd.Series:
-    """One dtype per kind whatever the driver returned: Int64, boolean, datetime64[ns], str."""
-    if kind in ("int", "bool"):
-        try:  # no NULL: plain integers, converted in C
-            numbers = pd.Series(values.astype(np.int64)).astype("Int64")
-        except TypeError:
-            numbers = pd.to_numeric(pd.Series(values, dtype=object)).astype("Int64")
-        return numbers.astype("boolean") if kind == "bool" else numbers
-    if kind in ("datetime", "date"):
-        # SQLite keeps timestamps as ISO text; PostgreSQL's driver gives datetime objects.
-        parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601" if sqlite else None)
-        return parsed.astype("datetime64[ns]")
-    return pd.Series(values, dtype="str")  # Arrow-backed when pyarrow is there: a fraction of the memory
-
-
-def _unreadable(engine: Engine, exc: Exception) -> ConfigurationError:
-    return ConfigurationError(f"--target: cannot read {mask_url(engine.url)}: {mask_text(str(exc))}")
-
-
-def _column_kind(table: Table, column: str) -> str:
-    if column in REDACTED_COLUMNS:
-        return "redacted"
-    kind = table.c[column].type
-    if isinstance(kind, Boolean):
-        return "bool"
-    if isinstance(kind, Integer):  # BigInteger is an Integer
-        return "int"
-    if isinstance(kind, DateTime):
-        return "datetime"
-    if isinstance(kind, Date):
-        return "date"
-    return "text"
 
 
 def select_run(runs: pd.DataFrame, exceptions: pd.DataFrame, requested: str | None) -> RunInfo | None:
@@ -894,11 +766,23 @@ class _TupleSpace:
         users = self.users[positions]
         order = np.lexsort((self.role.rank[role], self.siret.rank[siret], users, self.app.rank[app]))
         app, siret, role, users = app[order], siret[order], role[order], users[order]
+        starts = np.flatnonzero(np.r_[True, app[1:] != app[:-1]])
+        ends = np.r_[starts[1:], len(app)]
+        try:  # the lines joined in C (Arrow), a few seconds less at a million users
+            text = pc.binary_join_element_wise(
+                pc.cast(pa.array(users), pa.string()), *(
+                    pa.array(codes.text, pa.string()).take(pa.array(picked))
+                    for codes, picked in ((self.app, app), (self.siret, siret), (self.role, role))),
+                "\t")
+            return {
+                str(self.app.raw[app[start]]): hashlib.sha256(text_bytes(text.slice(start, end - start))).hexdigest()
+                for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
+            }
+        except ARROW_REFUSALS:  # a value Arrow cannot hold (a lone surrogate): one Python string per line
+            pass
         lines = list(map("\t".join, zip(map(str, users.tolist()), self.app.text[app].tolist(),
                                         self.siret.text[siret].tolist(), self.role.text[role].tolist(),
                                         strict=True)))
-        starts = np.flatnonzero(np.r_[True, app[1:] != app[:-1]])
-        ends = np.r_[starts[1:], len(lines)]
         return {
             str(self.app.raw[app[start]]): _sha256_text("\n".join(lines[start:end]) + "\n")
             for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
@@ -1259,110 +1143,13 @@ def decide_verdict(apps: Sequence[ApplicationReconciliation], checks: Sequence[A
 # --- evidence: row counts and content hashes ------------------------------------------------------
 
 
-def _csv_field(value: object) -> str:
-    text = str(value)
-    if text == "":
-        return '""'  # an empty string, as opposed to NULL (an empty field)
-    if _CSV_NEEDS_QUOTES.search(text):
-        return '"' + text.replace('"', '""') + '"'
-    return text
-
-
-def _per_distinct(values: npt.NDArray[Any], render: Any) -> npt.NDArray[np.object_]:
-    """`render` applied once per distinct value; a missing value gives an empty field."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    fields = np.array([*map(render, uniques), ""], dtype=object)
-    rendered: npt.NDArray[np.object_] = fields[codes]  # the NA code, -1, takes the last, empty, field
-    return rendered
-
-
-def _text_fields(series: pd.Series) -> npt.NDArray[np.object_]:
-    values = series.to_numpy(dtype=object)
-    missing = series.isna().to_numpy()
-    present = values[~missing]
-    try:
-        joined = "\x1f".join(present)
-    except TypeError:  # not only strings
-        return _per_distinct(values, _csv_field)
-    has_empty = len(present) > 0 and (joined == "" or "\x1f\x1f" in joined or joined.startswith("\x1f")
-                                      or joined.endswith("\x1f"))
-    if has_empty or _CSV_NEEDS_QUOTES.search(joined):
-        return _per_distinct(values, _csv_field)
-    if not missing.any():
-        return values  # the usual case: every value is already its own field
-    fields = values.copy()
-    fields[missing] = ""
-    return fields
-
-
-def _datetime_fields(series: pd.Series, kind: str) -> npt.NDArray[np.object_]:
-    """ISO 8601 text: dates as YYYY-MM-DD, instants to the second, or to the microsecond when
-    they have a fraction (vectorised: a million distinct instants is the usual case)."""
-    values = pd.to_datetime(series).to_numpy(dtype="datetime64[us]")
-    missing = np.isnat(values)
-    if kind == "date":
-        text = np.datetime_as_string(values, unit="D")
-    else:
-        whole = values.astype("datetime64[s]")
-        text = np.datetime_as_string(whole, unit="s")
-        fractional = ~missing & (whole != values)
-        if fractional.any():
-            text[fractional] = np.datetime_as_string(values[fractional], unit="us")
-    fields = text.astype(object)
-    fields[missing] = ""
-    return fields
-
-
-def canonical_column(series: pd.Series, kind: str) -> npt.NDArray[np.object_]:
-    """A column as canonical CSV fields: NULL empty, "" quoted, ISO timestamps, true/false."""
-    if kind in ("datetime", "date"):
-        return _datetime_fields(series, kind)
-    if kind not in ("redacted", "int", "bool"):
-        return _text_fields(series)
-    missing = series.isna().to_numpy()
-    if kind == "redacted":
-        fields = np.where(missing, "", REDACTED).astype(object)
-    elif kind == "int":
-        numbers = pd.to_numeric(series).astype("Int64").to_numpy(dtype=np.int64, na_value=0)
-        fields = np.full(len(numbers), "", dtype=object)
-        present = numbers[~missing]  # often mostly NULL (id_delegant): convert only the values
-        fields[~missing] = np.fromiter(map(str, present.tolist()), dtype=object, count=len(present))
-    else:
-        truth = series.astype("boolean").fillna(False).to_numpy(dtype=bool)
-        fields = np.where(truth, "true", "false").astype(object)
-    fields[missing] = ""
-    return fields
-
-
 def table_evidence(side: str, name: str, frame: pd.DataFrame, kinds: dict[str, str],
                    order_key: str | None) -> TableEvidence:
     """Row count and SHA-256 of a table's canonical CSV text: a header line, then one line per row,
     rows ordered by the table's unique key (else by their text), every line ending in LF."""
     columns = list(kinds)
-    digest = hashlib.sha256((",".join(columns) + "\n").encode("utf-8"))
-    chunk = 250_000
-    key = frame[order_key] if order_key is not None else None
-    if key is not None and key.notna().all() and key.is_unique:
-        numeric = kinds[order_key or ""] == "int"
-        values = key.to_numpy(dtype=np.int64) if numeric else key.to_numpy(dtype=object)
-        order = np.argsort(values, kind="stable")
-        in_order = bool((order == np.arange(len(order))).all())  # then no reordering copy is needed
-        how = f"by {order_key}"
-        # Chunk by chunk (a field depends on its value only): the text of a whole table of
-        # millions of rows would outweigh the table itself.
-        for start in range(0, len(frame), chunk):
-            rows = frame.iloc[start:start + chunk] if in_order else frame.iloc[order[start:start + chunk]]
-            parts = [canonical_column(rows[c], kinds[c]) for c in columns]
-            lines = map(",".join, zip(*parts, strict=True))
-            digest.update(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
-            del rows, parts
-    else:
-        how = "by canonical line (code-point order)"
-        fields = [canonical_column(frame[c], kinds[c]) for c in columns]
-        ordered = sorted(map(",".join, zip(*fields, strict=True)))
-        for start in range(0, len(ordered), chunk):
-            digest.update(("\n".join(ordered[start:start + chunk]) + "\n").encode("utf-8", "surrogatepass"))
-    return TableEvidence(side=side, table=name, row_count=len(frame), sha256=digest.hexdigest(),
+    sha256, how = canonical_digest(frame, kinds, order_key)
+    return TableEvidence(side=side, table=name, row_count=len(frame), sha256=sha256,
                          columns=tuple(columns), order=how,
                          redacted_columns=tuple(c for c in columns if kinds[c] == "redacted"))
 
@@ -1393,7 +1180,7 @@ def target_evidence(target: dict[str, pd.DataFrame]) -> tuple[TableEvidence, ...
     evidence = []
     for table in TARGET_TABLES:
         keys = [c.name for c in table.primary_key.columns]
-        kinds = {c.name: _column_kind(table, c.name) for c in table.columns}
+        kinds = {c.name: column_kind(table, c.name) for c in table.columns}
         evidence.append(table_evidence("target", table.name, target[table.name], kinds,
                                        keys[0] if len(keys) == 1 else None))
     return tuple(evidence)

@@ -1,0 +1,283 @@
+"""Reads the EFP Connect target for the reconciliation: every table, typed per column kind.
+
+Kinds: int -> Int64, bool -> boolean, datetime and date -> datetime64[ns], text -> str (Arrow
+backed), redacted -> "***" where a password hash is set, NULL elsewhere: the hash itself is never
+selected, by either way of reading.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Date,
+    DateTime,
+    Dialect,
+    Engine,
+    Integer,
+    Table,
+    case,
+    inspect,
+    literal,
+    null,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipelines.db import mask_text, mask_url
+from pipelines.errors import ConfigurationError
+from pipelines.frames import TEXT_DTYPE
+from pipelines.memory import gc_paused
+from pipelines.target_schema import TARGET_TABLES, migration_runs
+from reports.evidence import REDACTED, REDACTED_COLUMNS
+
+log = logging.getLogger(__name__)
+
+_READ_TABLES: tuple[Table, ...] = (*TARGET_TABLES, migration_runs)
+
+
+def require_target_schema(engine: Engine) -> None:
+    """Raises ConfigurationError unless the target has every table the reconciliation reads."""
+    try:
+        present = set(inspect(engine).get_table_names())
+    except SQLAlchemyError as exc:
+        raise _unreadable(engine, exc) from None
+    absent = [t.name for t in _READ_TABLES if t.name not in present]
+    if absent:
+        raise ConfigurationError(
+            f"--target: {mask_url(engine.url)} has no EFP Connect schema (missing: {', '.join(absent)}); "
+            "nothing to reconcile (create it with `efp-migrate init-target`)"
+        )
+
+
+def read_target(engine: Engine) -> dict[str, pd.DataFrame]:
+    """Every target table the reconciliation needs, read in one go (one snapshot on PostgreSQL).
+
+    Through ADBC when its driver takes the URL and the values (columnar, no Python object per
+    value, the GIL released while it reads: several times faster); else through SQLAlchemy's
+    driver, whose rows are typed chunk by chunk. Both give the same frames (a test compares them).
+    """
+    require_target_schema(engine)
+    frames = read_target_arrow(engine)
+    if frames is not None:
+        return frames
+    return read_target_driver(engine)
+
+
+def read_target_driver(engine: Engine) -> dict[str, pd.DataFrame]:
+    """The tables through the SQLAlchemy engine's own driver (rows as tuples, typed per chunk)."""
+    frames: dict[str, pd.DataFrame] = {}
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                # One snapshot for every table, however long the reading takes.
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin(), gc_paused():
+                for table in _READ_TABLES:
+                    frames[table.name] = _read_table(conn, table)
+    except SQLAlchemyError as exc:
+        raise _unreadable(engine, exc) from None
+    return frames
+
+
+def _read_table(conn: Connection, table: Table) -> pd.DataFrame:
+    """A whole table through the driver's own cursor (rows as plain tuples), typed per column kind.
+
+    A password hash is never fetched: the query returns "***" where one is set, NULL elsewhere.
+    """
+    statement = _select_sql(table, conn.dialect)
+    names = [column.name for column in table.columns]
+    kinds = [column_kind(table, name) for name in names]
+    sqlite = conn.dialect.name == "sqlite"
+    # Typed chunk by chunk: the driver's Python objects for a whole table of millions of rows
+    # would weigh several times the typed columns.
+    pieces: list[list[pd.Series]] = [[] for _ in names]
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement)
+        while rows := cursor.fetchmany(_READ_CHUNK_ROWS):
+            grid = _object_grid(rows, len(names))
+            del rows
+            for i, kind in enumerate(kinds):
+                pieces[i].append(_typed_column(np.ascontiguousarray(grid[:, i]), kind, sqlite=sqlite))
+            del grid
+    finally:
+        cursor.close()
+    columns: dict[str, pd.Series] = {}
+    for i, name in enumerate(names):
+        parts = pieces[i]
+        columns[name] = (pd.concat(parts, ignore_index=True) if parts
+                         else _typed_column(np.empty(0, dtype=object), kinds[i], sqlite=sqlite))
+        parts.clear()
+    return pd.DataFrame(columns, copy=False)
+
+
+_READ_CHUNK_ROWS = 200_000
+
+
+def _object_grid(rows: list[tuple[Any, ...]], width: int) -> npt.NDArray[np.object_]:
+    """Rows of a result as a 2-D object array (one value per cell, strings kept whole)."""
+    if not rows:
+        return np.empty((0, width), dtype=object)
+    try:
+        from pandas._libs import lib  # the C routine behind pandas' own read_sql
+
+        grid: npt.NDArray[np.object_] = lib.to_object_array_tuples(rows)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        grid = np.empty((len(rows), width), dtype=object)
+        for i, column in enumerate(zip(*rows, strict=True)):
+            grid[:, i] = column
+    return grid
+
+
+def _typed_column(values: npt.NDArray[np.object_], kind: str, *, sqlite: bool) -> pd.Series:
+    """One dtype per kind whatever the driver returned: Int64, boolean, datetime64[ns], str."""
+    if kind in ("int", "bool"):
+        try:  # no NULL: plain integers, converted in C
+            numbers = pd.Series(values.astype(np.int64)).astype("Int64")
+        except TypeError:
+            numbers = pd.to_numeric(pd.Series(values, dtype=object)).astype("Int64")
+        return numbers.astype("boolean") if kind == "bool" else numbers
+    if kind in ("datetime", "date"):
+        # SQLite keeps timestamps as ISO text; PostgreSQL's driver gives datetime objects.
+        parsed = pd.to_datetime(pd.Series(values, dtype=object), format="ISO8601" if sqlite else None)
+        return parsed.astype("datetime64[ns]")
+    return pd.Series(values, dtype="str")  # Arrow-backed when pyarrow is there: a fraction of the memory
+
+
+def _unreadable(engine: Engine, exc: Exception) -> ConfigurationError:
+    return ConfigurationError(f"--target: cannot read {mask_url(engine.url)}: {mask_text(str(exc))}")
+
+
+def column_kind(table: Table, column: str) -> str:
+    """int, bool, datetime, date, redacted or text: how a column is typed and written as evidence."""
+    if column in REDACTED_COLUMNS:
+        return "redacted"
+    kind = table.c[column].type
+    if isinstance(kind, Boolean):
+        return "bool"
+    if isinstance(kind, Integer):  # BigInteger is an Integer
+        return "int"
+    if isinstance(kind, DateTime):
+        return "datetime"
+    if isinstance(kind, Date):
+        return "date"
+    return "text"
+
+
+def _select_sql(table: Table, dialect: Dialect) -> str:
+    """SELECT of every column in key order, the password hash replaced by "***" where set."""
+    selected = [
+        case((column.is_(None), null()), else_=literal(REDACTED)).label(column.name)
+        if column.name in REDACTED_COLUMNS else column
+        for column in table.columns
+    ]
+    # In key order, so that hashing the evidence finds the rows already sorted.
+    query = select(*selected).order_by(*table.primary_key.columns)
+    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+# The SQLite driver's batch, in rows: a whole table of this tool's scale (it infers each column's
+# type from the first batch; the option must fit a C int).
+_SQLITE_BATCH_ROWS = 100_000_000
+
+
+# --- through ADBC ---------------------------------------------------------------------------------
+
+
+def read_target_arrow(engine: Engine) -> dict[str, pd.DataFrame] | None:
+    """The tables through an ADBC driver (SQLite, PostgreSQL), in one transaction; None when ADBC
+    cannot do it (no driver for this database, a URL or option libpq does not take, a value of an
+    unexpected type), and the caller reads through SQLAlchemy's driver instead."""
+    try:
+        connection = _adbc_connect(engine)
+    except Exception as exc:
+        log.info("target read through SQLAlchemy's driver (ADBC: %s)", mask_text(str(exc)).splitlines()[0:1])
+        return None
+    if connection is None:
+        return None
+    frames: dict[str, pd.DataFrame] = {}
+    try:
+        with connection, connection.cursor() as cursor:
+            for table in _READ_TABLES:
+                if engine.dialect.name == "sqlite":
+                    # One batch per table: the driver infers a column's type from its first
+                    # batch, and a column NULL in all of it would be taken for an integer.
+                    cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_SQLITE_BATCH_ROWS)})
+                cursor.execute(_select_sql(table, engine.dialect))
+                frames[table.name] = _typed_frame(table, cursor.fetch_arrow_table())
+            connection.rollback()  # it only read
+    except Exception as exc:
+        log.info("target read through SQLAlchemy's driver (ADBC: %s)", mask_text(str(exc)).splitlines()[0:1])
+        return None
+    return frames
+
+
+def _adbc_connect(engine: Engine) -> Any:
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        if not url.database or url.database == ":memory:" or url.query:
+            return None
+        import adbc_driver_sqlite.dbapi as adbc_sqlite
+
+        return adbc_sqlite.connect(url.database)
+    if engine.dialect.name == "postgresql":
+        import adbc_driver_postgresql.dbapi as adbc_postgresql
+
+        uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        connection = adbc_postgresql.connect(uri)
+        try:  # one snapshot for every table, as on the other way
+            connection.adbc_connection.set_options(**{
+                "adbc.connection.transaction.isolation_level": "adbc.connection.transaction.isolation.repeatable_read"})
+        except Exception:
+            connection.close()
+            raise
+        return connection
+    return None
+
+
+def _typed_frame(table: Table, data: pa.Table) -> pd.DataFrame:
+    names = [column.name for column in table.columns]
+    if data.column_names != names:
+        raise ValueError(f"{table.name}: columns {data.column_names} instead of {names}")
+    columns = {name: _typed_arrow(data.column(name), column_kind(table, name)) for name in names}
+    return pd.DataFrame(columns, copy=False)
+
+
+def _typed_arrow(values: pa.ChunkedArray, kind: str) -> pd.Series:
+    """The kinds of _typed_column, from Arrow: SQLite gives integers and text (timestamps as ISO
+    text), PostgreSQL its own types."""
+    if values.null_count == len(values):  # SQLite's driver types a column of NULLs as an integer
+        values = pa.chunked_array([pa.nulls(len(values))], type=pa.null())
+    if kind in ("int", "bool"):
+        if not (pa.types.is_integer(values.type) or pa.types.is_boolean(values.type) or pa.types.is_null(values.type)):
+            raise TypeError(f"{kind} column read as {values.type}")
+        numbers = pd.Series(pc.cast(values, pa.int64()).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get))
+        return numbers.astype("boolean") if kind == "bool" else numbers
+    if kind in ("datetime", "date"):
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            # ISO text ("2024-11-14 00:00:00.000000", "2024-11-14"): Arrow's ISO 8601 parser,
+            # else (an offset, say) pandas', as the other way parses it.
+            try:
+                values = pc.cast(values, pa.timestamp("us"))
+            except pa.ArrowInvalid:
+                text = pd.Series(values.to_pandas(types_mapper={values.type: TEXT_DTYPE}.get))
+                return pd.to_datetime(text, format="ISO8601").astype("datetime64[ns]")
+        if pa.types.is_timestamp(values.type) and values.type.tz is not None:
+            raise TypeError(f"{kind} column read as {values.type}")
+        if not (pa.types.is_timestamp(values.type) or pa.types.is_date(values.type) or pa.types.is_null(values.type)):
+            raise TypeError(f"{kind} column read as {values.type}")
+        stamps = pc.cast(values, pa.timestamp("us")).to_pandas()
+        return pd.Series(stamps, dtype="datetime64[ns]")
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or pa.types.is_null(values.type)):
+        raise TypeError(f"text column read as {values.type}")
+    text = pc.cast(values, pa.large_string())
+    return pd.Series(text.to_pandas(types_mapper={pa.large_string(): TEXT_DTYPE}.get))
