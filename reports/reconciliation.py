@@ -409,12 +409,14 @@ def reconcile(config: ReconcileConfig) -> ReconciliationReport:
         # The target is read while the legacy source is extracted: the ADBC drivers read with
         # the GIL released, so on two cores the two readings overlap (the extract's own
         # error, if any, is the one raised; the read is waited for either way).
+        # The target's evidence is hashed in the same thread once it is read (Arrow's kernels and
+        # SHA-256 release the GIL too).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-target-read") as pool:
-            reading = pool.submit(read_target, engine)
+            reading = pool.submit(_read_and_hash_target, engine)
             legacy = extract_legacy(config.source)
-            target = reading.result()
+            target, hashed = reading.result()
         return reconcile_frames(legacy.frames, engine, replace(config, started_at=started_at),
-                                inputs=legacy.inputs, mapping=mapping, target=target)
+                                inputs=legacy.inputs, mapping=mapping, target=target, target_hashes=hashed)
     finally:
         engine.dispose()
 
@@ -427,9 +429,11 @@ def reconcile_frames(
     inputs: LegacyInputs | None = None,
     mapping: Mapping | None = None,
     target: dict[str, pd.DataFrame] | None = None,
+    target_hashes: tuple[TableEvidence, ...] | None = None,
 ) -> ReconciliationReport:
     """Reconciles legacy frames (as the extract gives them) with the target as it now stands
-    (`target`: its tables as read_target gave them, else read here)."""
+    (`target`: its tables as read_target gave them, else read here; `target_hashes`: their
+    target_evidence, else computed here)."""
     started_at = config.started_at or paris_now()
     mapping = mapping if mapping is not None else load_mapping(config.mappings_dir)
     inputs = inputs if inputs is not None else LegacyInputs(source_display=_display(config.source))
@@ -437,14 +441,39 @@ def reconcile_frames(
         config = replace(config, as_of=config.as_of.astimezone(PARIS).replace(tzinfo=None))
 
     with gc_paused():
-        return _reconcile(frames, engine, config, inputs, mapping, started_at, target)
+        return _reconcile(frames, engine, config, inputs, mapping, started_at, target, target_hashes)
 
 
 def _reconcile(frames: LegacyFrames, engine: Engine, config: ReconcileConfig, inputs: LegacyInputs,
                mapping: Mapping, started_at: datetime,
-               target: dict[str, pd.DataFrame] | None) -> ReconciliationReport:
-    as_of = config.as_of
+               target: dict[str, pd.DataFrame] | None,
+               target_hashes: tuple[TableEvidence, ...] | None) -> ReconciliationReport:
     target = target if target is not None else read_target(engine)
+    # The evidence is hashed in a second thread while this one compares. The frames are only
+    # read, each thread through its own shallow copies (no data copied): pandas may reorganise a
+    # frame's blocks in place, which must not happen under another thread's feet.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-evidence") as pool:
+        legacy_hashing = pool.submit(legacy_evidence, LegacyFrames(**{
+            name: frames.table(name).copy(deep=False) for name in LEGACY_FRAME_COLUMNS}))
+        target_hashing = (pool.submit(target_evidence, {name: frame.copy(deep=False) for name, frame in target.items()})
+                          if target_hashes is None else None)
+        report = _compare_and_report(frames, config, inputs, mapping, started_at, target)
+        hashed = target_hashing.result() if target_hashing is not None else (target_hashes or ())
+        evidence = legacy_hashing.result() + hashed
+    ended_at = config.ended_at or paris_now()  # once the evidence, the last part, is done
+    return replace(report, evidence=evidence, header=replace(report.header, ended_at=ended_at))
+
+
+def _read_and_hash_target(engine: Engine) -> tuple[dict[str, pd.DataFrame], tuple[TableEvidence, ...]]:
+    target = read_target(engine)
+    with gc_paused():
+        return target, target_evidence(target)
+
+
+def _compare_and_report(frames: LegacyFrames, config: ReconcileConfig, inputs: LegacyInputs, mapping: Mapping,
+                        started_at: datetime, target: dict[str, pd.DataFrame]) -> ReconciliationReport:
+    """The report without its evidence (filled in by the caller)."""
+    as_of = config.as_of
     run = select_run(target["migration_runs"], target["migration_exceptions"], config.run_id)
     all_exceptions = target["migration_exceptions"]
     register = (all_exceptions[all_exceptions["run_id"].eq(run.run_id).to_numpy(dtype=bool)]
@@ -463,7 +492,6 @@ def _reconcile(frames: LegacyFrames, engine: Engine, config: ReconcileConfig, in
     checks = account_checks(target["accounts"], users, show_personal_data=config.show_personal_data)
     outcomes = outcome_counts(frames, mapping, target, register)
     roll_forward = tuple(_roll_forward(o, register) for o in outcomes)
-    evidence = legacy_evidence(frames) + target_evidence(target)
 
     verdict, reasons = decide_verdict(apps, checks, outcomes, register_rows=len(register))
     header = ReportHeader(
@@ -488,7 +516,7 @@ def _reconcile(frames: LegacyFrames, engine: Engine, config: ReconcileConfig, in
     log.info("reconciliation at %s: %s", as_of.isoformat(), verdict)
     return ReconciliationReport(
         header=header,
-        evidence=evidence,
+        evidence=(),
         outcomes=outcomes,
         roll_forward=roll_forward,
         applications=apps,

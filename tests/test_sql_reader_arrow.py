@@ -1,0 +1,137 @@
+"""A SQLite legacy source read through ADBC gives the extract exactly what the driver's way
+gives, odd values included (integers in text columns, flags spelt as text, "" and NULL-only
+columns, dates in every accepted layout); a table ADBC would type differently (a REAL, a BLOB,
+integers and text in one numeric, date or flag column) is read the driver's way."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine
+
+from pipelines.db import make_engine
+from pipelines.errors import InputError
+from pipelines.extract import ExtractConfig, extract, normalise_table
+from pipelines.legacy_schema import LEGACY_TABLES, legacy_metadata
+from pipelines.sql_reader import _read_table, _read_table_arrow
+
+USERS = [
+    # id, courriel, nom, prenom, telephone, type_compte, statut, date_creation, derniere_connexion, siret
+    (1, "a@x.fr", "Martin", "Zoé", 612345678, "PRO", "ACTIF", "2020-01-15 09:00:00", None, "73282932000074"),
+    (2, "b@x.fr", "", "  Éric ", "06 12 34 56 78", "PRO", "ACTIF", "2020-01-15T09:00:00", None, ""),
+    (3, "c@x.fr", "O'Neil, \"Jr\"", "日本", None, "AGENT", "SUPPRIME", "15/01/2020", None, None),
+    (4, "", "Dupont", "Line\nBreak", "+33612345678", "PRO", "VERROUILLE", "2020-01-15", None, "732 829 320 00074"),
+]
+HABS = [
+    # id, user, app, siret, role, responsable, statut, debut, fin, relance, delegant
+    (10, 1, "EDOF", "73282932000074", "ADMIN", "O", "ACTIVE", "2021-03-01 08:00:00", None, None, None),
+    (11, 2, " maf ", None, "", "non", "ACTIVE", "01/03/2021 08:00", "2030-01-01", None, None),
+    (12, 4, "EDOF", "732 829 320 00074", "Gestionnaire", "oui", "REVOQUEE", "2021-03-01", None, None, None),
+]
+
+
+def legacy_file(tmp_path: Path, *, users: list[tuple[Any, ...]] = USERS,
+                habilitations: list[tuple[Any, ...]] = HABS) -> Path:
+    path = tmp_path / "legacy.sqlite"
+    engine = create_engine(f"sqlite:///{path}")
+    legacy_metadata.create_all(engine)
+    engine.dispose()
+    with sqlite3.connect(path) as conn:  # raw values, as a real extract holds them: no type conversion
+        conn.executemany("INSERT INTO utilisateurs (id_utilisateur, courriel, nom, prenom, telephone, type_compte,"
+                         " statut, date_creation, date_derniere_connexion, siret_rattachement, mot_de_passe_hash)"
+                         " VALUES (?,?,?,?,?,?,?,?,?,?,'$2b$secret')", users)
+        conn.executemany("INSERT INTO etablissements VALUES (?,?,?,?,?,?,?)", [
+            ("73282932000074", "732829320", "Formation SARL", "1 rue X", "75002", "Paris", None),
+            ("73282932000074", None, "Formation SARL", "1 rue X", 75002, "Paris", "2019-12-31"),
+        ])
+        conn.executemany("INSERT INTO applications VALUES (?,?,?)",
+                         [("EDOF", "Mon Compte Formation", 1), ("MAF", "Mes aides", 1), ("ECR", "", 0)])
+        conn.executemany("INSERT INTO habilitations VALUES (?,?,?,?,?,?,?,?,?,?,?)", habilitations)
+    return path
+
+
+def both_ways(path: Path, table: str) -> tuple[Any, Any]:
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        fast = _read_table_arrow(engine, table)
+        with engine.connect() as conn:
+            slow = _read_table(conn, table)
+    finally:
+        engine.dispose()
+    return fast, slow
+
+
+@pytest.mark.parametrize("table", list(LEGACY_TABLES))
+def test_adbc_read_gives_the_extract_what_the_driver_gives(tmp_path: Path, table: str) -> None:
+    path = legacy_file(tmp_path)
+    fast, slow = both_ways(path, table)
+    assert fast is not None  # these values are ones ADBC takes: the fast way is really used
+    assert fast.locator == slow.locator
+    for column in slow.frame.columns:  # same raw values (a date column as text either way)
+        left, right = fast.frame[column], slow.frame[column]
+        assert [None if pd.isna(v) else v for v in left] == [None if pd.isna(v) else v for v in right], column
+        assert [type(v) for v in left.dropna()] == [type(v) for v in right.dropna()], column
+    fast_typed, slow_typed = normalised(table, fast), normalised(table, slow)
+    assert isinstance(slow_typed, pd.DataFrame)
+    assert isinstance(fast_typed, pd.DataFrame)
+    pd.testing.assert_frame_equal(fast_typed, slow_typed)
+
+
+@pytest.mark.parametrize(("users", "habilitations"), [
+    ([(*USERS[0][:7], "2020-13-45 09:00:00", *USERS[0][8:])], HABS[:1]),  # an impossible date
+    ([(*USERS[0][:7], "2020-01-15 25:00:00", *USERS[0][8:])], HABS[:1]),  # an impossible hour
+    (USERS[:1], [(*HABS[0][:5], "peut-être", *HABS[0][6:])]),  # a flag that is no flag
+    (USERS[:1], [(*HABS[0][:10], "douze")]),  # an identifier that is no number
+    (USERS[:1], [(-10, *HABS[0][1:])]),  # a negative identifier
+])
+def test_bad_values_are_named_alike_either_way(tmp_path: Path, users: list[tuple[Any, ...]],
+                                               habilitations: list[tuple[Any, ...]]) -> None:
+    path = legacy_file(tmp_path, users=users, habilitations=habilitations)
+    errors = []
+    for table in ("utilisateurs", "habilitations"):
+        fast, slow = both_ways(path, table)
+        assert fast is not None
+        fast_typed, slow_typed = normalised(table, fast), normalised(table, slow)
+        if isinstance(slow_typed, str):
+            assert fast_typed == slow_typed  # the same file, row and problem
+            errors.append(slow_typed)
+        else:
+            assert isinstance(fast_typed, pd.DataFrame)
+            pd.testing.assert_frame_equal(fast_typed, slow_typed)
+    assert errors  # each case is a real input error
+
+
+def normalised(table: str, read: Any) -> pd.DataFrame | str:
+    """The typed frame, or the input error the extract names (file, row and problem)."""
+    try:
+        return normalise_table(table, read.frame, read.locator, {})
+    except InputError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize(("change", "table"), [
+    ({"habilitations": [(*HABS[0][:10], 6.5)]}, "habilitations"),  # a REAL (TEXT affinity would make it text)
+    ({"users": [(*USERS[0][:2], b"\x00blob", *USERS[0][3:])]}, "utilisateurs"),  # a BLOB
+    ({"habilitations": [HABS[0], (*HABS[1][:5], 1, *HABS[1][6:])]}, "habilitations"),  # 'O' and 1 in a flag
+    ({"habilitations": [(*HABS[0][:10], 5), (*HABS[1][:10], "douze")]}, "habilitations"),  # 5 and 'douze' in an id
+])
+def test_values_adbc_would_type_otherwise_are_read_the_drivers_way(tmp_path: Path, change: dict[str, Any],
+                                                                   table: str) -> None:
+    path = legacy_file(tmp_path, **change)
+    fast, slow = both_ways(path, table)
+    assert fast is None
+    assert len(slow.frame) > 0
+
+
+def test_extract_of_a_sqlite_file_is_the_same_either_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = f"sqlite:///{legacy_file(tmp_path)}"
+    fast = extract(ExtractConfig(source=source))
+    monkeypatch.setattr("pipelines.sql_reader._read_table_arrow", lambda engine, table: None)
+    slow = extract(ExtractConfig(source=source))
+    assert fast.input_fingerprint == slow.input_fingerprint
+    for table in LEGACY_TABLES:
+        pd.testing.assert_frame_equal(fast.frames.table(table), slow.frames.table(table))
