@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -101,8 +102,15 @@ def read_sql_tables(url: str, then: Callable[[str, SqlTable], T]) -> tuple[dict[
         _check_sqlite_file(engine, display)
         with engine.connect() as connection:
             _check_tables(connection, display)
-            tables = {table: then(table, _read_table_arrow(engine, table) or _read_table(connection, table))
-                      for table in LEGACY_TABLES}
+            # ADBC reads the next tables in a second thread (it releases the GIL) while this one
+            # types the table before; not-yet-started reads are cancelled if typing one fails.
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-legacy-read")
+            try:
+                pending = {table: pool.submit(_read_table_arrow, engine, table) for table in LEGACY_TABLES}
+                tables = {table: then(table, pending.pop(table).result() or _read_table(connection, table))
+                          for table in LEGACY_TABLES}
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     except SQLAlchemyError as exc:
         # The driver's own first line says what went wrong; the rest is SQLAlchemy boilerplate.
         lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]

@@ -409,14 +409,14 @@ def reconcile(config: ReconcileConfig) -> ReconciliationReport:
         # The target is read while the legacy source is extracted: the ADBC drivers read with
         # the GIL released, so on two cores the two readings overlap (the extract's own
         # error, if any, is the one raised; the read is waited for either way).
-        # The target's evidence is hashed in the same thread once it is read (Arrow's kernels and
-        # SHA-256 release the GIL too).
+        # Then the same thread works out what depends on the target alone (its register, its
+        # access tuples).
+        config = _naive_as_of(replace(config, started_at=started_at))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-target-read") as pool:
-            reading = pool.submit(_read_and_hash_target, engine)
+            reading = pool.submit(_read_target_side, engine, config)
             legacy = extract_legacy(config.source)
-            target, hashed = reading.result()
-        return reconcile_frames(legacy.frames, engine, replace(config, started_at=started_at),
-                                inputs=legacy.inputs, mapping=mapping, target=target, target_hashes=hashed)
+            side = reading.result()
+        return reconcile_frames(legacy.frames, engine, config, inputs=legacy.inputs, mapping=mapping, target=side)
     finally:
         engine.dispose()
 
@@ -428,61 +428,82 @@ def reconcile_frames(
     *,
     inputs: LegacyInputs | None = None,
     mapping: Mapping | None = None,
-    target: dict[str, pd.DataFrame] | None = None,
-    target_hashes: tuple[TableEvidence, ...] | None = None,
+    target: TargetSide | None = None,
 ) -> ReconciliationReport:
     """Reconciles legacy frames (as the extract gives them) with the target as it now stands
-    (`target`: its tables as read_target gave them, else read here; `target_hashes`: their
-    target_evidence, else computed here)."""
+    (`target`: as _read_target_side gave it for this very configuration, else read here)."""
     started_at = config.started_at or paris_now()
     mapping = mapping if mapping is not None else load_mapping(config.mappings_dir)
     inputs = inputs if inputs is not None else LegacyInputs(source_display=_display(config.source))
-    if config.as_of.tzinfo is not None:  # the legacy clock is naive Europe/Paris wall time
-        config = replace(config, as_of=config.as_of.astimezone(PARIS).replace(tzinfo=None))
-
+    config = _naive_as_of(config)
     with gc_paused():
-        return _reconcile(frames, engine, config, inputs, mapping, started_at, target, target_hashes)
+        return _reconcile(frames, engine, config, inputs, mapping, started_at, target)
+
+
+def _naive_as_of(config: ReconcileConfig) -> ReconcileConfig:
+    if config.as_of.tzinfo is None:
+        return config
+    # The legacy clock is naive Europe/Paris wall time.
+    return replace(config, as_of=config.as_of.astimezone(PARIS).replace(tzinfo=None))
 
 
 def _reconcile(frames: LegacyFrames, engine: Engine, config: ReconcileConfig, inputs: LegacyInputs,
-               mapping: Mapping, started_at: datetime,
-               target: dict[str, pd.DataFrame] | None,
-               target_hashes: tuple[TableEvidence, ...] | None) -> ReconciliationReport:
-    target = target if target is not None else read_target(engine)
+               mapping: Mapping, started_at: datetime, target: TargetSide | None) -> ReconciliationReport:
+    side = target if target is not None else target_side(read_target(engine), config, with_evidence=False)
     # The evidence is hashed in a second thread while this one compares. The frames are only
     # read, each thread through its own shallow copies (no data copied): pandas may reorganise a
     # frame's blocks in place, which must not happen under another thread's feet.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-evidence") as pool:
         legacy_hashing = pool.submit(legacy_evidence, LegacyFrames(**{
             name: frames.table(name).copy(deep=False) for name in LEGACY_FRAME_COLUMNS}))
-        target_hashing = (pool.submit(target_evidence, {name: frame.copy(deep=False) for name, frame in target.items()})
-                          if target_hashes is None else None)
-        report = _compare_and_report(frames, config, inputs, mapping, started_at, target)
-        hashed = target_hashing.result() if target_hashing is not None else (target_hashes or ())
+        target_hashing = (pool.submit(target_evidence, {name: f.copy(deep=False) for name, f in side.tables.items()})
+                          if side.evidence is None else None)
+        report = _compare_and_report(frames, config, inputs, mapping, started_at, side)
+        hashed = target_hashing.result() if target_hashing is not None else (side.evidence or ())
         evidence = legacy_hashing.result() + hashed
     ended_at = config.ended_at or paris_now()  # once the evidence, the last part, is done
     return replace(report, evidence=evidence, header=replace(report.header, ended_at=ended_at))
 
 
-def _read_and_hash_target(engine: Engine) -> tuple[dict[str, pd.DataFrame], tuple[TableEvidence, ...]]:
-    target = read_target(engine)
-    with gc_paused():
-        return target, target_evidence(target)
+@dataclass(frozen=True)
+class TargetSide:
+    """What the reconciliation draws from the target alone."""
+
+    tables: dict[str, pd.DataFrame]
+    run: RunInfo | None  # whose register explains differences
+    register: pd.DataFrame  # that run's exception rows, sorted
+    register_rows: tuple[RegisterRow, ...]
+    access: pd.DataFrame  # target_access at the as-of instant
+    evidence: tuple[TableEvidence, ...] | None  # None: not hashed yet
 
 
-def _compare_and_report(frames: LegacyFrames, config: ReconcileConfig, inputs: LegacyInputs, mapping: Mapping,
-                        started_at: datetime, target: dict[str, pd.DataFrame]) -> ReconciliationReport:
-    """The report without its evidence (filled in by the caller)."""
-    as_of = config.as_of
-    run = select_run(target["migration_runs"], target["migration_exceptions"], config.run_id)
-    all_exceptions = target["migration_exceptions"]
+def target_side(tables: dict[str, pd.DataFrame], config: ReconcileConfig, *, with_evidence: bool) -> TargetSide:
+    run = select_run(tables["migration_runs"], tables["migration_exceptions"], config.run_id)
+    all_exceptions = tables["migration_exceptions"]
     register = (all_exceptions[all_exceptions["run_id"].eq(run.run_id).to_numpy(dtype=bool)]
                 if run is not None else all_exceptions.iloc[0:0])
     register = _sorted_register(register)
+    return TargetSide(
+        tables=tables, run=run, register=register, register_rows=_register_rows(register),
+        access=target_access(tables["entitlements"], tables["accounts"], config.as_of),
+        evidence=target_evidence(tables) if with_evidence else None,
+    )
 
+
+def _read_target_side(engine: Engine, config: ReconcileConfig) -> TargetSide:
+    tables = read_target(engine)
+    with gc_paused():
+        # Its evidence is left to the evidence thread, which runs beside the comparison: this
+        # thread runs beside the legacy extract, which takes about as long as the rest here.
+        return target_side(tables, config, with_evidence=False)
+
+
+def _compare_and_report(frames: LegacyFrames, config: ReconcileConfig, inputs: LegacyInputs, mapping: Mapping,
+                        started_at: datetime, side: TargetSide) -> ReconciliationReport:
+    """The report without its evidence (filled in by the caller)."""
+    as_of, target, run, register = config.as_of, side.tables, side.run, side.register
     legacy_rows = legacy_access(frames, mapping, _merged_users(register), as_of)
-    target_rows = target_access(target["entitlements"], target["accounts"], as_of)
-    comparison = _compare(legacy_rows, target_rows, register)
+    comparison = _compare(legacy_rows, side.access, register)
 
     users = frames.utilisateurs
     holders = _holders(users) if config.show_personal_data else None
@@ -523,7 +544,7 @@ def _compare_and_report(frames: LegacyFrames, config: ReconcileConfig, inputs: L
         missing_unexplained=missing,
         extra_in_target=extra,
         account_checks=checks,
-        exception_register=_register_rows(register),
+        exception_register=side.register_rows,
         verdict=verdict,
         verdict_reasons=reasons,
     )
