@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -440,7 +442,21 @@ def _timestamps(column: str, values: pd.Series, problems: _Problems, *, date_onl
 
 
 def _timestamps_from_native(column: str, values: pd.Series, problems: _Problems) -> npt.NDArray[np.datetime64]:
-    """Database datetimes and dates; aware ones are converted to Paris time, then made naive."""
+    """Database datetimes and dates; aware ones are converted to Paris time, then made naive.
+
+    A number is no date: pandas would take 20200115 for nanoseconds after 1970, silently.
+    """
+    objects = values.to_numpy(dtype=object)
+    kind = pd.api.types.infer_dtype(objects, skipna=True)  # in C; only odd columns are looked at row by row
+    numbers: npt.NDArray[np.intp] = np.empty(0, dtype=np.intp)
+    if kind not in ("datetime", "datetime64", "date", "empty"):
+        numbers = np.flatnonzero([(isinstance(v, int) and not isinstance(v, bool))
+                                  or (isinstance(v, float | Decimal) and not math.isnan(v))  # a NaN is NULL
+                                  for v in objects])
+    if len(numbers):
+        row = int(numbers[0])
+        problems.add(row, f"{column}: {_shown(column, objects[row])} is a number, not a date ({DATES_HELP})")
+        return np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
     try:
         parsed = pd.to_datetime(values, utc=True) if _any_aware(values) else pd.to_datetime(values)
     except (TypeError, ValueError) as exc:

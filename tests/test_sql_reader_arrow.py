@@ -135,3 +135,15 @@ def test_extract_of_a_sqlite_file_is_the_same_either_way(tmp_path: Path, monkeyp
     assert fast.input_fingerprint == slow.input_fingerprint
     for table in LEGACY_TABLES:
         pd.testing.assert_frame_equal(fast.frames.table(table), slow.frames.table(table))
+
+
+@pytest.mark.parametrize("stored", [20200115, 1579078800, 43845.5])
+def test_a_number_in_a_timestamp_column_is_an_input_error(tmp_path: Path, stored: object) -> None:
+    # pandas would take 20200115 for nanoseconds after 1970 and the run would go on with it.
+    path = legacy_file(tmp_path, users=[(*USERS[0][:7], stored, *USERS[0][8:])], habilitations=HABS[:1])
+    with pytest.raises(InputError) as caught:
+        extract(ExtractConfig(source=f"sqlite:///{path}"))
+    message = str(caught.value)
+    assert "table utilisateurs" in message
+    assert "id_utilisateur 1" in message
+    assert f"date_creation: '{stored}' is a number, not a date" in message
