@@ -81,3 +81,9 @@ def check_connection(engine: Engine, *, what: str) -> None:
     except DBAPIError as exc:
         reason = mask_text(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
         raise ConfigurationError(f"{what}: cannot connect to {mask_url(engine.url)}: {reason}") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line, passwords masked (for a log line that says why a fallback was taken)."""
+    lines = mask_text(str(exc)).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

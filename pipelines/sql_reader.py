@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipelines.db import make_engine, mask_text, mask_url
+from pipelines.db import first_line, make_engine, mask_text, mask_url
 from pipelines.errors import InputError
 from pipelines.frames import TEXT_DTYPE
 from pipelines.legacy_schema import (
@@ -219,7 +219,7 @@ def _read_table_arrow(engine: Engine, table: str) -> SqlTable | None:
                                       text_dtype=name in _TEXT_TIMESTAMPS[table]) for name in columns}
         del data
     except Exception as exc:  # any refusal means: the driver's way
-        log.info("table %s: read the driver's way (ADBC: %s)", table, mask_text(str(exc)).splitlines()[:1])
+        log.info("table %s: read the driver's way (ADBC: %s)", table, first_line(exc))
         return None
     frame = pd.DataFrame(series, copy=False)
     log.info("table %s: %d rows (ADBC)", table, len(frame))

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipelines.db import mask_text, mask_url
+from pipelines.db import first_line, mask_text, mask_url
 from pipelines.errors import ConfigurationError
 from pipelines.frames import TEXT_DTYPE
 from pipelines.memory import gc_paused
@@ -200,7 +200,7 @@ def read_target_arrow(engine: Engine) -> dict[str, pd.DataFrame] | None:
     try:
         connection = _adbc_connect(engine)
     except Exception as exc:
-        log.info("target read through SQLAlchemy's driver (ADBC: %s)", mask_text(str(exc)).splitlines()[0:1])
+        log.info("target read through SQLAlchemy's driver (ADBC: %s)", first_line(exc))
         return None
     if connection is None:
         return None
@@ -216,7 +216,7 @@ def read_target_arrow(engine: Engine) -> dict[str, pd.DataFrame] | None:
                 frames[table.name] = _typed_frame(table, cursor.fetch_arrow_table())
             connection.rollback()  # it only read
     except Exception as exc:
-        log.info("target read through SQLAlchemy's driver (ADBC: %s)", mask_text(str(exc)).splitlines()[0:1])
+        log.info("target read through SQLAlchemy's driver (ADBC: %s)", first_line(exc))
         return None
     return frames
 

@@ -147,3 +147,17 @@ def test_a_number_in_a_timestamp_column_is_an_input_error(tmp_path: Path, stored
     assert "table utilisateurs" in message
     assert "id_utilisateur 1" in message
     assert f"date_creation: '{stored}' is a number, not a date" in message
+
+
+def test_the_fallback_says_why_in_one_line_without_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    from reports.target_reader import read_target_arrow
+
+    engine = make_engine("postgresql+psycopg://efp:s3cret-pass@127.0.0.1:1/nowhere")  # nothing listens there
+    try:
+        with caplog.at_level("INFO", logger="reports.target_reader"):
+            assert read_target_arrow(engine) is None
+    finally:
+        engine.dispose()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("target read through SQLAlchemy's driver (ADBC: ") for line in lines)
+    assert not any("s3cret-pass" in line or "\n" in line for line in lines)
