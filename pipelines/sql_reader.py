@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipelines.db import first_line, make_engine, mask_text, mask_url
+from pipelines.db import first_line, make_engine, mask_url
 from pipelines.errors import InputError
 from pipelines.frames import TEXT_DTYPE
 from pipelines.legacy_schema import (
@@ -113,8 +113,7 @@ def read_sql_tables(url: str, then: Callable[[str, SqlTable], T]) -> tuple[dict[
                 pool.shutdown(wait=True, cancel_futures=True)
     except SQLAlchemyError as exc:
         # The driver's own first line says what went wrong; the rest is SQLAlchemy boilerplate.
-        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
-        raise InputError(display, None, f"cannot be read: {mask_text(lines[0])}") from None
+        raise InputError(display, None, f"cannot be read: {first_line(getattr(exc, 'orig', None) or exc)}") from None
     finally:
         engine.dispose()
     return tables, display
@@ -146,11 +145,7 @@ def _check_tables(connection: Connection, display: str) -> None:
 
 def _read_table(connection: Connection, table: str) -> SqlTable:
     columns = SELECTABLE_COLUMNS[table]
-    # Untyped columns: no SQLAlchemy result processing (see the module docstring).
-    source = sa.table(table, *(sa.column(name) for name in columns))
-    statement = sa.select(*(source.c[name] for name in columns)).order_by(
-        *(source.c[name] for name in ORDER_BY[table])
-    )
+    statement = _select(table)
     # Text columns become text chunk by chunk (the extract would make them text anyway): the
     # driver's Python strings for millions of rows weigh several times the text column.
     text = [name not in _TYPED_COLUMNS.get(table, ()) for name in columns]
@@ -168,8 +163,19 @@ def _read_table(connection: Connection, table: str) -> SqlTable:
         series[name] = (pd.concat(chunks, ignore_index=True) if chunks
                         else pd.Series([], dtype=TEXT_DTYPE if is_text else object))
         chunks.clear()  # one column's chunks at a time, not the whole table twice
+    log.info("table %s: %d rows", table, len(series[columns[0]]))
+    return _sql_table(table, series)
+
+
+def _select(table: str) -> sa.Select[Any]:
+    columns = SELECTABLE_COLUMNS[table]
+    # Untyped columns: no SQLAlchemy result processing (see the module docstring).
+    source = sa.table(table, *(sa.column(name) for name in columns))
+    return sa.select(*(source.c[name] for name in columns)).order_by(*(source.c[name] for name in ORDER_BY[table]))
+
+
+def _sql_table(table: str, series: dict[str, pd.Series]) -> SqlTable:
     frame = pd.DataFrame(series, copy=False)
-    log.info("table %s: %d rows", table, len(frame))
     key = UNIQUE_KEYS.get(table)
     keys = tuple(frame[key]) if key else ()
     return SqlTable(frame, SqlLocator(f"table {table}", key, keys))
@@ -192,9 +198,7 @@ def _read_table_arrow(engine: Engine, table: str) -> SqlTable | None:
     preparer = engine.dialect.identifier_preparer
     quoted = [preparer.quote(name) for name in columns]
     typed = set(_TYPED_COLUMNS.get(table, ()))
-    source = sa.table(table, *(sa.column(name) for name in columns))
-    statement = str(sa.select(*(source.c[name] for name in columns)).order_by(
-        *(source.c[name] for name in ORDER_BY[table])).compile(dialect=engine.dialect))
+    statement = str(_select(table).compile(dialect=engine.dialect))
     # The storage classes each column holds, in one scan inside SQLite.
     census = ", ".join(f"group_concat(DISTINCT typeof({q}))" for q in quoted)
     try:
@@ -221,11 +225,8 @@ def _read_table_arrow(engine: Engine, table: str) -> SqlTable | None:
     except Exception as exc:  # any refusal means: the driver's way
         log.info("table %s: read the driver's way (ADBC: %s)", table, first_line(exc))
         return None
-    frame = pd.DataFrame(series, copy=False)
-    log.info("table %s: %d rows (ADBC)", table, len(frame))
-    key = UNIQUE_KEYS.get(table)
-    keys = tuple(frame[key]) if key else ()
-    return SqlTable(frame, SqlLocator(f"table {table}", key, keys))
+    log.info("table %s: %d rows (ADBC)", table, len(series[columns[0]]))
+    return _sql_table(table, series)
 
 
 def _arrow_values(values: pa.ChunkedArray, *, text: bool, text_dtype: bool) -> pd.Series:

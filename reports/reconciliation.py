@@ -449,18 +449,16 @@ def _naive_as_of(config: ReconcileConfig) -> ReconcileConfig:
 
 def _reconcile(frames: LegacyFrames, engine: Engine, config: ReconcileConfig, inputs: LegacyInputs,
                mapping: Mapping, started_at: datetime, target: TargetSide | None) -> ReconciliationReport:
-    side = target if target is not None else target_side(read_target(engine), config, with_evidence=False)
+    side = target if target is not None else target_side(read_target(engine), config)
     # The evidence is hashed in a second thread while this one compares. The frames are only
     # read, each thread through its own shallow copies (no data copied): pandas may reorganise a
     # frame's blocks in place, which must not happen under another thread's feet.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-evidence") as pool:
         legacy_hashing = pool.submit(legacy_evidence, LegacyFrames(**{
             name: frames.table(name).copy(deep=False) for name in LEGACY_FRAME_COLUMNS}))
-        target_hashing = (pool.submit(target_evidence, {name: f.copy(deep=False) for name, f in side.tables.items()})
-                          if side.evidence is None else None)
+        target_hashing = pool.submit(target_evidence, {name: f.copy(deep=False) for name, f in side.tables.items()})
         report = _compare_and_report(frames, config, inputs, mapping, started_at, side)
-        hashed = target_hashing.result() if target_hashing is not None else (side.evidence or ())
-        evidence = legacy_hashing.result() + hashed
+        evidence = legacy_hashing.result() + target_hashing.result()
     ended_at = config.ended_at or paris_now()  # once the evidence, the last part, is done
     return replace(report, evidence=evidence, header=replace(report.header, ended_at=ended_at))
 
@@ -474,10 +472,9 @@ class TargetSide:
     register: pd.DataFrame  # that run's exception rows, sorted
     register_rows: tuple[RegisterRow, ...]
     access: pd.DataFrame  # target_access at the as-of instant
-    evidence: tuple[TableEvidence, ...] | None  # None: not hashed yet
 
 
-def target_side(tables: dict[str, pd.DataFrame], config: ReconcileConfig, *, with_evidence: bool) -> TargetSide:
+def target_side(tables: dict[str, pd.DataFrame], config: ReconcileConfig) -> TargetSide:
     run = select_run(tables["migration_runs"], tables["migration_exceptions"], config.run_id)
     all_exceptions = tables["migration_exceptions"]
     register = (all_exceptions[all_exceptions["run_id"].eq(run.run_id).to_numpy(dtype=bool)]
@@ -486,7 +483,6 @@ def target_side(tables: dict[str, pd.DataFrame], config: ReconcileConfig, *, wit
     return TargetSide(
         tables=tables, run=run, register=register, register_rows=_register_rows(register),
         access=target_access(tables["entitlements"], tables["accounts"], config.as_of),
-        evidence=target_evidence(tables) if with_evidence else None,
     )
 
 
@@ -495,7 +491,7 @@ def _read_target_side(engine: Engine, config: ReconcileConfig) -> TargetSide:
     with gc_paused():
         # Its evidence is left to the evidence thread, which runs beside the comparison: this
         # thread runs beside the legacy extract, which takes about as long as the rest here.
-        return target_side(tables, config, with_evidence=False)
+        return target_side(tables, config)
 
 
 def _compare_and_report(frames: LegacyFrames, config: ReconcileConfig, inputs: LegacyInputs, mapping: Mapping,
