@@ -9,6 +9,12 @@ import click
 
 from pipelines.cli import AsOf, echo_result, handle_errors, main
 
+_FK_CHECKS = click.option(
+    "--fk-checks", type=click.Choice(["auto", "per-row", "set"]), default="auto", show_default=True,
+    help="PostgreSQL: check the habilitations' foreign keys per row (readers never wait) or in one "
+         "set-based query (faster; readers of accounts and habilitations wait until the load commits); "
+         "auto = set from 100,000 new rows in a table.")
+
 
 def _summary_table(result: dict[str, object]) -> str:
     lines = [f"run {result['run_id']}  as-of {result['as_of']}  verdict {result['verdict']}",
@@ -53,10 +59,11 @@ def _summary_table(result: dict[str, object]) -> str:
 @click.option("--no-gate", is_flag=True, help="Load even if a validation threshold is exceeded (recorded).")
 @click.option("--show-personal-data", is_flag=True, help="Show emails and names in the reports.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
+@_FK_CHECKS
 @handle_errors
 def run_command(source: str, target_url: str, out_dir: Path, as_of: object, mappings_dir: str | None,
                 resolutions: str | None, gate_file: str | None, no_gate: bool, show_personal_data: bool,
-                as_json: bool) -> None:
+                as_json: bool, fk_checks: str) -> None:
     """Run every stage: extract, validate, transform, load, reconcile.
 
     Exit status: 0 reconciled (with or without exceptions), 1 not reconciled, 2 bad usage,
@@ -68,7 +75,7 @@ def run_command(source: str, target_url: str, out_dir: Path, as_of: object, mapp
                                      as_of=as_of,  # type: ignore[arg-type]
                                      mappings_dir=mappings_dir, resolutions=resolutions,
                                      gate_file=gate_file, no_gate=no_gate,
-                                     show_personal_data=show_personal_data))
+                                     show_personal_data=show_personal_data, fk_checks=fk_checks))
     if as_json:
         echo_result(result)
     else:
@@ -204,9 +211,10 @@ def transform_command(out_dir: Path) -> None:
 @main.command("load")
 @click.option("--target", "target_url", required=True, envvar="EFP_TARGET_URL", help="Target SQLAlchemy URL.")
 @_OUT
+@_FK_CHECKS
 @handle_errors
-def load_command(target_url: str, out_dir: Path) -> None:
+def load_command(target_url: str, out_dir: Path, fk_checks: str) -> None:
     """Stage 4: keyed upserts into the target, in one transaction, recorded in the ledger."""
     from pipelines.run import load_stage_into_target
 
-    echo_result(load_stage_into_target(target_url, out_dir))
+    echo_result(load_stage_into_target(target_url, out_dir, fk_checks))

@@ -46,6 +46,8 @@ class RunConfig:
     gate_file: str | None = None
     no_gate: bool = False
     progress: bool | None = None
+    fk_checks: str = "auto"
+    """How PostgreSQL checks the loaded habilitations' foreign keys (pipelines.load.LoadConfig)."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
             fingerprint=fingerprint, options=options, started_at=started_at,
             out_dir=str(config.out_dir),
             earlier_stages={stage: (*timings[stage], stages[stage]) for stage in timings},
-            gate=stages["gate"],
+            gate=stages["gate"], fk_checks=config.fk_checks,
         )
         end("load", began, loaded)
 
@@ -229,6 +231,7 @@ def load_with_ledger(
     engine: Engine, target: Any, *, run_id: str, as_of: datetime, source: str, fingerprint: str,
     options: dict[str, Any], started_at: datetime, out_dir: str,
     earlier_stages: dict[str, tuple[datetime, datetime, dict[str, Any]]], gate: dict[str, Any] | None = None,
+    fk_checks: str = "auto",
 ) -> Any:
     """Creates the schema if needed, records the run and its earlier stages, then loads.
 
@@ -253,7 +256,7 @@ def load_with_ledger(
     ledger.record_stage(engine, run_id=run_id, stage="load", status="running", started_at=began,
                         ended_at=None, fingerprint=fingerprint, result=None)
     try:
-        loaded = load(engine, target, LoadConfig(run_id=run_id))
+        loaded = load(engine, target, LoadConfig(run_id=run_id, fk_checks=fk_checks))
     except BaseException:
         ledger.record_stage(engine, run_id=run_id, stage="load", status="failed", started_at=began,
                             ended_at=paris_now(), fingerprint=fingerprint, result=None)
@@ -264,7 +267,7 @@ def load_with_ledger(
     return loaded
 
 
-def load_stage_into_target(target_url: str, out_dir: Path) -> Any:
+def load_stage_into_target(target_url: str, out_dir: Path, fk_checks: str = "auto") -> Any:
     """`efp-migrate load`: the transform output of a run folder into the target."""
     from pipelines.stage_store import load_context, load_stage
 
@@ -279,7 +282,7 @@ def load_stage_into_target(target_url: str, out_dir: Path) -> Any:
                 engine, transformed.target, run_id=run_id, as_of=datetime.fromisoformat(context["as_of"]),
                 source=context["source"], fingerprint=context["fingerprint"],
                 options={"stage_commands": True, "mappings_dir": context.get("mappings_dir")},
-                started_at=started_at, out_dir=str(out_dir), earlier_stages={},
+                started_at=started_at, out_dir=str(out_dir), earlier_stages={}, fk_checks=fk_checks,
             )
     finally:
         engine.dispose()

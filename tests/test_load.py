@@ -625,6 +625,77 @@ def test_a_foreign_key_violation_rolls_everything_back(engine: Engine) -> None:
     _assert_converged(engine, _wave_two(), native_keys={"establishments": {SIRET_NATIVE}})
 
 
+def _foreign_keys(target: Engine) -> list[tuple[Any, ...]]:
+    """Every foreign key of the target as the engine's catalogue states it (PostgreSQL: with
+    its definition and whether it is validated)."""
+    with target.connect() as conn:
+        if target.dialect.name == "postgresql":
+            return [tuple(row) for row in conn.execute(text(
+                "SELECT CAST(conrelid AS regclass)::text, conname, pg_get_constraintdef(oid), convalidated "
+                "FROM pg_constraint WHERE contype = 'f' ORDER BY 1, 2"
+            ))]
+        tables = [row[0] for row in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'"))]
+        return sorted(
+            (table, *row) for table in tables for row in conn.execute(text(f"PRAGMA foreign_key_list({table})"))
+        )
+
+
+@pytest.mark.parametrize("fk_checks", ["set", "per-row"])
+def test_set_based_foreign_key_checks_load_the_same_rows_and_put_every_constraint_back(
+    engine: Engine, fk_checks: str
+) -> None:
+    constraints = _foreign_keys(engine)
+    assert constraints  # the schema has foreign keys for this test to watch
+    natives = _native_snapshot(engine)
+    for run_id, wave in (("w1", _wave_one()), ("w2", _wave_two())):
+        result = load(engine, wave, LoadConfig(run_id=run_id, batch_rows=2, fk_checks=fk_checks))
+
+        _assert_converged(engine, wave, native_keys={"establishments": {SIRET_NATIVE}})
+        set_based = engine.dialect.name == "postgresql" and fk_checks == "set"
+        assert result.set_checked == (("entitlements", "access_requests") if set_based else ())
+        assert result.to_dict()["set_checked"] == list(result.set_checked)
+        # Same names, same definitions, validated: nothing tells the two ways apart afterwards.
+        assert _foreign_keys(engine) == constraints
+    assert _native_snapshot(engine) == natives
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(5, ("entitlements",)), (6, ())])
+def test_auto_foreign_key_checks_go_set_based_from_the_threshold_of_new_rows(
+    engine: Engine, threshold: int, expected: tuple[str, ...]
+) -> None:
+    """Wave one inserts 5 entitlements and 1 access request."""
+    result = load(engine, _wave_one(), LoadConfig(run_id="w1", set_checks_from_rows=threshold))
+
+    assert result.set_checked == (expected if engine.dialect.name == "postgresql" else ())
+    _assert_converged(engine, _wave_one(), native_keys={"establishments": {SIRET_NATIVE}})
+
+
+def test_fk_checks_must_be_a_known_way() -> None:
+    with pytest.raises(ValueError, match="fk_checks must be one of auto, per-row, set"):
+        LoadConfig(run_id="r", fk_checks="none")
+
+
+@pytest.mark.parametrize("fk_checks", ["set", "per-row"])
+def test_a_foreign_key_violation_found_either_way_rolls_back_constraints_included(
+    engine: Engine, fk_checks: str
+) -> None:
+    load(engine, _wave_one(), LoadConfig(run_id="w1"))
+    before = _everything(engine)
+    constraints = _foreign_keys(engine)
+    wave = _wave_two()
+    wave.entitlements.loc[wave.entitlements["legacy_habilitation_id"] == 5006, "application_code"] = "NOPE"
+
+    with pytest.raises(exc.IntegrityError, match=r"application_code|FOREIGN KEY") as raised:
+        load(engine, wave, LoadConfig(run_id="w2", fk_checks=fk_checks))
+
+    if engine.dialect.name == "postgresql":
+        # The set-based check names the constraint and the key, as the per-row trigger does.
+        assert "entitlements_application_code_fkey" in str(raised.value)
+        assert "(NOPE)" in str(raised.value)
+    _assert_same(before, engine)
+    assert _foreign_keys(engine) == constraints
+
+
 class _InterruptedError(Exception):
     """Stands for anything that stops a load midway (a crash, a kill)."""
 
@@ -655,6 +726,30 @@ def test_a_failure_at_any_step_leaves_the_target_as_before(engine: Engine, faili
 
     assert seen[-1] == failing_step
     _assert_same(before, engine)
+
+
+@pytest.mark.parametrize("failing_step", ["upsert entitlements", "upsert access_requests"])
+def test_a_failure_while_foreign_keys_are_dropped_leaves_them_in_place(engine: Engine, failing_step: str) -> None:
+    """Set-based checks: stopped while a table's constraints are dropped (PostgreSQL; on SQLite
+    the same failure, with nothing dropped)."""
+    _run(engine, _wave_one(), "w1")
+    before = _everything(engine)
+    constraints = _foreign_keys(engine)
+    seen: list[str] = []
+
+    def progress(step: str, rows: int) -> None:
+        seen.append(step)
+        if step == failing_step:
+            raise _InterruptedError(f"killed at {step}")
+
+    with pytest.raises(_InterruptedError):
+        load(engine, _wave_two(), LoadConfig(run_id="w2", fk_checks="set"), progress=progress)
+
+    assert seen[-1] == failing_step
+    if engine.dialect.name == "postgresql" and failing_step == "upsert access_requests":
+        assert "check entitlements entitlements_account_id_fkey" in seen  # entitlements' were back
+    _assert_same(before, engine)
+    assert _foreign_keys(engine) == constraints
 
 
 _KILL_SCRIPT = """

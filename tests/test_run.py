@@ -239,18 +239,24 @@ def test_native_rows_are_never_touched(legacy_csv: Path, target_url: str, tmp_pa
 def test_each_stage_as_its_own_command_gives_the_same_target(
     legacy_csv: Path, new_database_url: Callable[[str], str], engine_kind: str, tmp_path: Path
 ) -> None:
+    """The run checks foreign keys set-based, the load command per row: same target either way."""
     by_run = new_database_url(engine_kind)
     by_stages = new_database_url(engine_kind)
-    assert run(legacy_csv, by_run, tmp_path / "run").exit_code == 0
+    whole = run(legacy_csv, by_run, tmp_path / "run", "--json", "--fk-checks", "set")
+    assert whole.exit_code == 0, whole.output
     out = str(tmp_path / "stages")
     runner = CliRunner()
     for args in (["extract", "--source", str(legacy_csv), "--out", out],
                  ["validate", "--out", out, "--as-of", AS_OF, "--target", by_stages],
                  ["transform", "--out", out],
-                 ["load", "--target", by_stages, "--out", out]):
+                 ["load", "--target", by_stages, "--out", out, "--fk-checks", "per-row"]):
         result = runner.invoke(main, args)
         assert result.exit_code == 0, (args, result.output)
     assert_same_target(by_run, by_stages)
+    on_postgres = engine_kind == "postgres"
+    assert json.loads(whole.output)["stages"]["load"]["set_checked"] == (
+        ["entitlements", "access_requests"] if on_postgres else [])
+    assert json.loads(result.output)["set_checked"] == []
     status = runner.invoke(main, ["status", "--target", by_stages])
     assert status.exit_code == 0
     assert '"stage": "load"' in status.output
