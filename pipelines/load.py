@@ -305,11 +305,14 @@ def load(
     config: LoadConfig,
     *,
     progress: Progress | None = None,
+    before_commit: Callable[[], object] | None = None,
 ) -> LoadResult:
     """Makes the target's migrated rows equal to `frames`, in one transaction.
 
     `progress(step, rows)` is called after every chunk staged (rows so far) and every SQL step
     (rows it touched); an exception it raises aborts the load and rolls everything back.
+    `before_commit()` is called once everything is written, just before the commit: an exception
+    it raises rolls everything back too (the run waits there for the stewards' reports).
     """
     started = time.perf_counter()
     _check_frames(frames)
@@ -339,6 +342,8 @@ def load(
                     for name in _COLUMN_KINDS:
                         conn.execute(text(f"DROP TABLE temp.{staging_table(name)}"))
                 checkpoint("load:converged")  # everything written, nothing committed yet
+                if before_commit is not None:
+                    before_commit()
         finally:
             if saved_pragmas:
                 _restore_sqlite(raw, saved_pragmas)

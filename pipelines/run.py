@@ -9,6 +9,8 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -129,8 +131,6 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
     from pipelines.extract import ExtractConfig, extract
     from pipelines.transform import transform
     from pipelines.validate import ValidateConfig, validate
-    from reports.exceptions_workbook import offending_values_from, write_exceptions_workbook
-    from validation.data_docs import write_data_docs
     from validation.evaluate import RuleEngine
     from validation.gate import evaluate_gate
 
@@ -182,30 +182,34 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
         register = transformed.target.exceptions
         gate = evaluate_gate(validated.counts, register, gate_config)
         stages["gate"] = {**gate.to_dict(), "overridden": config.no_gate}
-        write_data_docs(rule_engine, config.out_dir, register=register, counts=validated.counts, gate=gate,
-                        show_personal_data=config.show_personal_data)
-        write_exceptions_workbook(register, config.out_dir,
-                                  offending_values=offending_values_from(rule_engine.results))
-        if config.no_gate and not gate.passed:
-            log.warning("validation gate overridden with --no-gate: %s", gate.message())
-        elif not gate.passed:
+        reports_inputs = (config, rule_engine, register, validated.counts, gate)
+        if not gate.passed and not config.no_gate:
+            _write_stewards_reports(*reports_inputs)
             log.error("validation gate: %s", gate.message())
             gate.raise_if_failed()
+        if not gate.passed:
+            log.warning("validation gate overridden with --no-gate: %s", gate.message())
 
-        # The load needs only the transform's frames: the others would double the run's peak memory.
+        # The load needs only the transform's frames: the extract goes now, the validation's results
+        # once the reports are written (the others would double the run's peak memory).
         fingerprint = extracted.input_fingerprint
-        del extracted, validated, register, rule_engine
+        del extracted
         collect_between_stages()
 
-        # From here on the target is written: schema, ledger, then the load in one transaction.
-        began = begin("load")
-        loaded = load_with_ledger(
-            engine, transformed.target, run_id=run_id, as_of=as_of, source=_display_source(config.source),
-            fingerprint=fingerprint, options=options, started_at=started_at,
-            out_dir=str(config.out_dir),
-            earlier_stages={stage: (*timings[stage], stages[stage]) for stage in timings},
-            gate=stages["gate"], fk_checks=config.fk_checks,
-        )
+        # From here on the target is written: schema, ledger, then the load in one transaction. The
+        # stewards' reports are written meanwhile in a second thread (the load mostly waits on the
+        # database); the load commits only once they are, so nothing is loaded without them.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stewards-reports") as reports_pool:
+            reports = reports_pool.submit(_write_stewards_reports, *reports_inputs)
+            began = begin("load")
+            loaded = load_with_ledger(
+                engine, transformed.target, run_id=run_id, as_of=as_of, source=_display_source(config.source),
+                fingerprint=fingerprint, options=options, started_at=started_at,
+                out_dir=str(config.out_dir),
+                earlier_stages={stage: (*timings[stage], stages[stage]) for stage in timings},
+                gate=stages["gate"], fk_checks=config.fk_checks, before_commit=reports.result,
+            )
+        del validated, register, rule_engine, reports_inputs
         end("load", began, loaded)
 
         del transformed, loaded
@@ -227,11 +231,24 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
     return result, report.input_checksums()
 
 
+def _write_stewards_reports(config: RunConfig, rule_engine: Any, register: Any, counts: Any, gate: Any) -> None:
+    """Data Docs and the exceptions workbook, logged as the run's "reports" stage."""
+    from reports.exceptions_workbook import offending_values_from, write_exceptions_workbook
+    from validation.data_docs import write_data_docs
+
+    log.info("stage reports started", extra={"stage": "reports"})
+    clock = time.perf_counter()
+    write_data_docs(rule_engine, config.out_dir, register=register, counts=counts, gate=gate,
+                    show_personal_data=config.show_personal_data)
+    write_exceptions_workbook(register, config.out_dir, offending_values=offending_values_from(rule_engine.results))
+    log.info("stage reports done: %.3f s", time.perf_counter() - clock, extra={"stage": "reports"})
+
+
 def load_with_ledger(
     engine: Engine, target: Any, *, run_id: str, as_of: datetime, source: str, fingerprint: str,
     options: dict[str, Any], started_at: datetime, out_dir: str,
     earlier_stages: dict[str, tuple[datetime, datetime, dict[str, Any]]], gate: dict[str, Any] | None = None,
-    fk_checks: str = "auto",
+    fk_checks: str = "auto", before_commit: Callable[[], object] | None = None,
 ) -> Any:
     """Creates the schema if needed, records the run and its earlier stages, then loads.
 
@@ -256,7 +273,7 @@ def load_with_ledger(
     ledger.record_stage(engine, run_id=run_id, stage="load", status="running", started_at=began,
                         ended_at=None, fingerprint=fingerprint, result=None)
     try:
-        loaded = load(engine, target, LoadConfig(run_id=run_id, fk_checks=fk_checks))
+        loaded = load(engine, target, LoadConfig(run_id=run_id, fk_checks=fk_checks), before_commit=before_commit)
     except BaseException:
         ledger.record_stage(engine, run_id=run_id, stage="load", status="failed", started_at=began,
                             ended_at=paris_now(), fingerprint=fingerprint, result=None)

@@ -625,6 +625,37 @@ def test_a_foreign_key_violation_rolls_everything_back(engine: Engine) -> None:
     _assert_converged(engine, _wave_two(), native_keys={"establishments": {SIRET_NATIVE}})
 
 
+def test_before_commit_runs_once_everything_is_written_and_its_failure_rolls_back(
+    engine: Engine, target_url: str
+) -> None:
+    _run(engine, _wave_one(), "w1")
+    before = _everything(engine)
+    seen: list[str] = []
+    calls: list[int] = []
+
+    def before_commit() -> None:
+        calls.append(len(seen))
+        # Every step is done, and another connection still sees the target as it was.
+        assert seen[-1] == "insert migration_exceptions"
+        other = make_engine(target_url)
+        try:
+            with other.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM migration_exceptions WHERE run_id = 'w2'")).scalar() == 0
+        finally:
+            other.dispose()
+        raise _InterruptedError("the stewards' reports could not be written")
+
+    with pytest.raises(_InterruptedError, match="stewards' reports"):
+        _run(engine, _wave_two(), "w2", progress=lambda step, rows: seen.append(step), before_commit=before_commit)
+
+    assert calls == [len(seen)]
+    _assert_same(before, engine)
+    result = _run(engine, _wave_two(), "w2", before_commit=lambda: calls.append(-1))
+    assert calls[-1] == -1
+    assert result.tables["migration_exceptions"].inserted == 1
+    _assert_converged(engine, _wave_two(), native_keys={"establishments": {SIRET_NATIVE}})
+
+
 def _foreign_keys(target: Engine) -> list[tuple[Any, ...]]:
     """Every foreign key of the target as the engine's catalogue states it (PostgreSQL: with
     its definition and whether it is validated)."""

@@ -282,6 +282,32 @@ def test_rollback_removes_what_the_run_created(legacy_csv: Path, target_url: str
         assert after[name].empty, name
 
 
+def test_the_load_commits_only_once_the_stewards_reports_are_written(legacy_csv: Path, target_url: str,
+                                                                     tmp_path: Path) -> None:
+    """The reports are written beside the load: when they cannot be, nothing is loaded."""
+    out = tmp_path / "run"
+    (out / "exceptions.csv" / "in-the-way").mkdir(parents=True)  # the workbook cannot take its place
+    failed = run(legacy_csv, target_url, out)
+    assert isinstance(failed.exception, IsADirectoryError), failed.output
+    assert state(target_url)["accounts"].empty
+    engine = create_engine(target_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM migration_runs")).scalars().all() == ["failed"]
+    engine.dispose()
+    log = (out / "run.log.jsonl").read_text(encoding="utf-8")
+    assert "stage reports started" in log
+    assert "stage reports done" not in log
+
+    (out / "exceptions.csv" / "in-the-way").rmdir()
+    (out / "exceptions.csv").rmdir()
+    again = run(legacy_csv, target_url, out, "--json")
+    assert again.exit_code == 0, again.output
+    assert (out / "exceptions.csv").is_file()
+    assert not state(target_url)["accounts"].empty
+    log = (out / "run.log.jsonl").read_text(encoding="utf-8")
+    assert log.index("stage reports done") < log.index("stage load done")
+
+
 STRICT_GATE = "min_records_for_shares = 0\n[max_rejected_share]\nuser = 0.01\n"
 
 
