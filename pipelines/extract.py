@@ -38,7 +38,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from pipelines.arrow_text import arrow_strings, fixed_width_matrix, terminated_bytes
 from pipelines.csv_reader import ByteFields, csv_file_name, read_csv_table
 from pipelines.db import looks_like_url
 from pipelines.errors import InputError
@@ -492,13 +495,18 @@ def _timestamps_from_bytes(column: str, fields: ByteFields, problems: _Problems)
 
 def _timestamps_from_text(column: str, values: pd.Series, problems: _Problems) -> npt.NDArray[np.datetime64]:
     rows = np.flatnonzero(values.notna().to_numpy())
-    texts = values.to_numpy(dtype=object)[rows]
-    parsed, status = parse_timestamp_texts(texts)
+    strings = arrow_strings(values)
+    if strings is not None:
+        parsed, status = parse_arrow_timestamps(strings)
+    else:
+        texts = values.to_numpy(dtype=object)[rows]
+        parsed, status = parse_timestamp_texts(texts)
     invalid = np.flatnonzero(status != _VALID)
     if len(invalid):
         first = int(invalid[0])
         reason = _OUT_OF_RANGE if status[first] == _OUT_OF_RANGE_STATUS else f"is not a valid date ({DATES_HELP})"
-        problems.add(int(rows[first]), f"{column}: {_shown(column, texts[first])} {reason}")
+        shown = strings[first].as_py() if strings is not None else texts[first]
+        problems.add(int(rows[first]), f"{column}: {_shown(column, shown)} {reason}")
     stamps = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
     stamps[rows] = parsed
     return stamps
@@ -550,6 +558,22 @@ def parse_timestamp_texts(texts: npt.NDArray[np.object_]) -> tuple[TimestampArra
             again_stamps, again_status = _parse_texts(stripped[changed])
             stamps[retry[changed]] = again_stamps
             status[retry[changed]] = again_status
+    return stamps, status
+
+
+def parse_arrow_timestamps(strings: pa.Array) -> tuple[TimestampArray, StatusArray]:
+    """parse_timestamp_texts on an Arrow string array, its characters taken from Arrow's buffer.
+
+    Layouts are ASCII: counting bytes rather than characters only moves a text that is not ASCII,
+    which no layout matches, from one unmatched length to another. The texts left malformed (a
+    few, if any) then go through parse_timestamp_texts itself, so nothing is judged differently.
+    """
+    lengths = pc.binary_length(strings).to_numpy(zero_copy_only=False).astype(np.int64)
+    stamps, status = _parse_layouts(lengths, lambda rows, size: (rows, fixed_width_matrix(strings, rows, size)))
+    retry = np.flatnonzero(status == _MALFORMED)
+    if len(retry):
+        texts = np.array(strings.take(pa.array(retry)).to_pylist(), dtype=object)
+        stamps[retry], status[retry] = parse_timestamp_texts(texts)
     return stamps, status
 
 
@@ -683,8 +707,13 @@ def fingerprint_frames(frames: LegacyFrames) -> str:
     return digest.hexdigest()
 
 
-def _update_with_column(digest: Any, values: pd.Series) -> None:
-    """Feeds one column in a canonical binary form (little-endian, NA made explicit)."""
+def _update_with_column(digest: Any, values: pd.Series, *, fast: bool = True) -> None:
+    """Feeds one column in a canonical binary form (little-endian, NA made explicit).
+
+    `fast=False` takes the reference way for text (what the property test compares with).
+    """
+    if fast and pd.api.types.is_string_dtype(values.dtype) and _update_with_arrow_text(digest, values):
+        return
     if pd.api.types.is_string_dtype(values.dtype):
         texts = values.to_numpy(dtype=object, na_value="")
         # No value is "" (readers turn it into NA), so "" can stand for NA, and NUL (which no CSV
@@ -703,3 +732,22 @@ def _update_with_column(digest: Any, values: pd.Series) -> None:
     else:  # integers, nullable or not
         digest.update(values.isna().to_numpy().astype(np.uint8).tobytes())
         digest.update(values.to_numpy(dtype="<i8", na_value=0).tobytes())
+
+
+_FINGERPRINT_CHUNK_ROWS = 1_000_000
+
+
+def _update_with_arrow_text(digest: Any, values: pd.Series) -> bool:
+    """The reference's NUL-separated text of an Arrow-backed column, fed from Arrow's buffers.
+
+    False (nothing fed) when the column is not Arrow-backed or a value holds NUL: the
+    reference way then length-prefixes the values.
+    """
+    strings = arrow_strings(values, nulls="")
+    if strings is None or pc.any(pc.match_substring(strings, "\x00")).as_py():
+        return False
+    for start in range(0, len(strings), _FINGERPRINT_CHUNK_ROWS):
+        chunk = terminated_bytes(strings.slice(start, _FINGERPRINT_CHUNK_ROWS), "\x00")
+        last = start + _FINGERPRINT_CHUNK_ROWS >= len(strings)
+        digest.update(chunk[:-1] if last else chunk)  # separators between values, none after the last
+    return True

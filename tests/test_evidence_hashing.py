@@ -26,7 +26,10 @@ KINDS = {"id": "int", "label": "text", "note": "text", "flag": "bool", "at": "da
 texts = st.one_of(st.none(), st.sampled_from(["", "plain", "a,b", 'say "hi"', "line\nbreak", "cr\rx", "Zoé",
                                               "日本", "tab\tx", "back\\slash", "  "]),
                   st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=6))
-instants = st.one_of(st.none(), st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1)))
+# The whole range of datetime64[ns]: before 1970 the day and the second are floored, not truncated.
+instants = st.one_of(st.none(), st.datetimes(min_value=datetime(1677, 9, 22), max_value=datetime(2262, 4, 10)),
+                     st.sampled_from([datetime(1969, 12, 31, 23, 59, 59, 999999), datetime(1970, 1, 1),
+                                      datetime(2000, 2, 29, 12), datetime(1900, 3, 1, 0, 0, 0, 1)]))
 row = st.tuples(texts, texts, st.one_of(st.none(), st.booleans()), instants, instants,
                 st.one_of(st.none(), st.text(max_size=3)), st.one_of(st.none(), st.integers(-2**40, 2**40)))
 
@@ -143,3 +146,15 @@ def test_control_hashes_with_a_lone_surrogate_are_the_definition() -> None:
     rows = [(1, "EDOF", None, "bad\ud800"), (2, "EDOF", "x", "R")]
     frame = pd.DataFrame(rows, columns=["legacy_user_id", "application_code", "siret", "role"], dtype=object)
     assert control_hashes(frame) == reference_control_hashes(rows)
+
+
+@pytest.mark.parametrize("kind", ["datetime", "date"])
+def test_instants_far_from_today_are_written_as_numpy_writes_them(kind: str) -> None:
+    """Sentinels such as 9999-12-31 are written by the fast way; a year of five digits falls back."""
+    values = np.array(["9999-12-31T23:59:59", "0001-01-01T00:00:00.000001", "NaT", "12000-06-01T08:00:00"],
+                      dtype="datetime64[us]")
+    for chunk in (values[:3], values):
+        series = pd.Series(chunk, dtype="datetime64[us]")
+        assert evidence.arrow_column(series, kind).to_pylist() == list(evidence.canonical_column(series, kind))
+    assert evidence._datetime_arrow(pd.Series(values[:3], dtype="datetime64[us]"), kind) is not None
+    assert evidence._datetime_arrow(pd.Series(values, dtype="datetime64[us]"), kind) is None

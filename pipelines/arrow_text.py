@@ -1,0 +1,67 @@
+"""Text columns read straight from their Arrow buffers, without a Python string per value.
+
+pandas keeps TEXT_DTYPE columns in Arrow; these helpers hand their bytes to numpy and hashlib
+as they are. Each caller keeps a reference way for what they cannot take, and a property test
+proves the two agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def arrow_strings(values: pd.Series, *, nulls: str | None = None) -> pa.Array | None:
+    """An Arrow-backed text column as one Arrow string array; None for any other column.
+
+    `nulls=None` drops the missing values; a string stands in for each of them instead.
+    """
+    array = values.array
+    if not isinstance(array, pd.arrays.ArrowStringArray):
+        return None
+    chunked: pa.ChunkedArray = array.__arrow_array__()
+    strings = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+    if strings.null_count:
+        strings = strings.drop_null() if nulls is None else pc.fill_null(strings, nulls)
+    return strings
+
+
+def _offsets(strings: pa.Array) -> npt.NDArray[np.int64]:
+    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    buffer = strings.buffers()[1]
+    if buffer is None:
+        raise ValueError("a string array without offsets")
+    return np.frombuffer(buffer, dtype=offset_type)[strings.offset : strings.offset + len(strings) + 1].astype(np.int64)
+
+
+def data_bytes(strings: pa.Array) -> bytes:
+    """The bytes of every value of `strings`, one after the other (a copy: `bytes.find` is memchr)."""
+    start, end = (int(v) for v in _offsets(strings)[[0, -1]])
+    data = strings.buffers()[2]
+    return b"" if data is None else bytes(memoryview(data)[start:end])  # type: ignore[arg-type]
+
+
+def fixed_width_matrix(strings: pa.Array, rows: npt.NDArray[np.intp], size: int) -> npt.NDArray[np.uint8]:
+    """The bytes of `strings[rows]`, every one `size` bytes long, as a (size, len(rows)) matrix:
+    row i holds the i-th byte of every string."""
+    subset = strings if len(rows) == len(strings) else strings.take(pa.array(rows))
+    start, end = (int(v) for v in _offsets(subset)[[0, -1]])
+    if end - start != len(rows) * size:
+        raise ValueError(f"strings are not all {size} bytes long")
+    data = subset.buffers()[2]
+    chars = np.frombuffer(data, dtype=np.uint8)[start:end] if data is not None else np.empty(0, np.uint8)
+    return np.ascontiguousarray(chars.reshape(len(rows), size).T)
+
+
+def terminated_bytes(strings: pa.Array, terminator: str) -> memoryview:
+    """Every string followed by `terminator`, as the bytes of one Arrow buffer."""
+    # value + terminator + "" for every value (the separator comes last, and of the same type)
+    terminated = pc.binary_join_element_wise(strings, pa.scalar(terminator, strings.type), pa.scalar("", strings.type))
+    offsets = _offsets(terminated)
+    data = terminated.buffers()[2]
+    if data is None:
+        return memoryview(b"")
+    return memoryview(data)[int(offsets[0]) : int(offsets[-1])]  # type: ignore[arg-type]
