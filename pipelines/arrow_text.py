@@ -14,19 +14,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+def _arrow_array(values: pd.Series) -> pa.Array | None:
+    array = values.array
+    if not isinstance(array, pd.arrays.ArrowStringArray):
+        return None
+    chunked: pa.ChunkedArray = array.__arrow_array__()
+    return chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+
+
 def arrow_strings(values: pd.Series, *, nulls: str | None = None) -> pa.Array | None:
     """An Arrow-backed text column as one Arrow string array; None for any other column.
 
     `nulls=None` drops the missing values; a string stands in for each of them instead.
     """
-    array = values.array
-    if not isinstance(array, pd.arrays.ArrowStringArray):
-        return None
-    chunked: pa.ChunkedArray = array.__arrow_array__()
-    strings = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
-    if strings.null_count:
+    strings = _arrow_array(values)
+    if strings is not None and strings.null_count:
         strings = strings.drop_null() if nulls is None else pc.fill_null(strings, nulls)
     return strings
+
+
+def factorized(values: pd.Series | npt.NDArray[np.object_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
+    """pd.factorize(values, use_na_sentinel=True) as (codes, uniques), for an Arrow-backed column
+    through Arrow's dictionary encoding (no Python string per row). Codes may be numbered in
+    another order than pandas' (both number distinct values, -1 for missing)."""
+    strings = _arrow_array(values) if isinstance(values, pd.Series) else None
+    if strings is None:
+        objects = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
+        codes, uniques = pd.factorize(objects, use_na_sentinel=True)
+        return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+    encoded = strings.dictionary_encode()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, np.array(encoded.dictionary.to_pylist(), dtype=object)
 
 
 def _offsets(strings: pa.Array) -> npt.NDArray[np.int64]:

@@ -46,6 +46,7 @@ from sqlalchemy import (
 import pipelines
 from mappings.mapping import Mapping, load_mapping
 from mappings.normalize import siret_digits
+from pipelines.arrow_text import factorized
 from pipelines.db import make_engine, mask_text, mask_url
 from pipelines.errors import ConfigurationError
 from pipelines.frames import LEGACY_FRAME_COLUMNS, LegacyFrames
@@ -679,7 +680,7 @@ def legacy_access(frames: LegacyFrames, mapping: Mapping, merged_into: pd.Series
 
 def _normalised_siret(siret: pd.Series) -> npt.NDArray[np.object_]:
     """Spaces removed, blank as NULL; computed once per distinct value."""
-    codes, uniques = pd.factorize(siret.to_numpy(dtype=object), use_na_sentinel=True)
+    codes, uniques = factorized(siret)
     digits = siret_digits(pd.Series(uniques, dtype="string"))
     normalised = [None if pd.isna(d) or d == "" else str(d) for d in digits.tolist()]
     return np.array([*normalised, None], dtype=object)[codes]
@@ -759,13 +760,33 @@ class _TextCodes:
     rank: npt.NDArray[np.int64]  # by code: position of its text in code-point order
 
     @classmethod
-    def of(cls, values: npt.NDArray[np.object_]) -> _TextCodes:
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    def of(cls, parts: Sequence[pd.Series]) -> _TextCodes:
+        """The codes of the parts put end to end (each part factorised on its own, in Arrow when
+        it is Arrow-backed, then the few distinct values of all parts numbered together)."""
+        each = [factorized(part) for part in parts]
+        numbered, uniques = pd.factorize(np.concatenate([np.array([], dtype=object), *(u for _, u in each)]))
+        starts = np.cumsum([0, *(len(u) for _, u in each)]).tolist()
+        # Per part: its own code -> the shared code (0 for NULL, which a part's code -1 picks last).
+        codes = [np.append(numbered[start:start + len(u)] + 1, 0)[c]
+                 for (c, u), start in zip(each, starts, strict=False)]
         raw = np.array([None, *uniques], dtype=object)
-        text = np.array([_escape_tuple_text(v) for v in raw], dtype=object)
+        text = _escaped_texts(raw)
         rank = np.empty(len(text), dtype=np.int64)
         rank[np.argsort(text, kind="stable")] = np.arange(len(text))
-        return cls(codes=codes.astype(np.int64) + 1, raw=raw, text=text, rank=rank)
+        return cls(codes=np.concatenate([np.array([], dtype=np.int64), *codes]).astype(np.int64),
+                   raw=raw, text=text, rank=rank)
+
+
+def _escaped_texts(raw: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+    """_escape_tuple_text of every value; only values holding a character to escape are looked at."""
+    present = raw[1:]
+    try:
+        joined = "".join(present)
+    except TypeError:  # not only strings
+        return np.array([_escape_tuple_text(v) for v in raw], dtype=object)
+    if any(character in joined for character in "\\\t\n\r"):
+        return np.array([_escape_tuple_text(v) for v in raw], dtype=object)
+    return np.array([NULL_TEXT, *present], dtype=object)
 
 
 class _TupleSpace:
@@ -774,8 +795,7 @@ class _TupleSpace:
     def __init__(self, *frames: pd.DataFrame) -> None:
         self.sizes = [len(f) for f in frames]
         self.users = np.concatenate([f["legacy_user_id"].to_numpy(dtype=np.int64) for f in frames])
-        columns = {c: _TextCodes.of(np.concatenate([f[c].to_numpy(dtype=object) for f in frames]))
-                   for c in TUPLE_COLUMNS[1:]}
+        columns = {c: _TextCodes.of([f[c] for f in frames]) for c in TUPLE_COLUMNS[1:]}
         self.app, self.siret, self.role = columns["application_code"], columns["siret"], columns["role"]
         user_codes = pd.factorize(self.users)[0].astype(np.int64)
         combined = _combine_codes([user_codes, self.app.codes, self.siret.codes, self.role.codes])
