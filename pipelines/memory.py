@@ -8,9 +8,12 @@ collector runs once, between stages, where the last stage's frames have just bee
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 @contextmanager
@@ -26,5 +29,24 @@ def gc_paused() -> Iterator[None]:
 
 
 def collect_between_stages() -> None:
-    """One full collection, for the cycles the stage that just ended left behind."""
+    """One full collection, for the cycles the stage that just ended left behind; then what the
+    allocators keep of the freed memory goes back to the system, so that the next stage's peak is
+    its own and not the sum of every stage's leftovers."""
     gc.collect()
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()  # Arrow's mimalloc/jemalloc keep freed pages
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)  # glibc keeps freed heap memory, numpy's arrays included
+
+
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+    return libc
+
+
+_LIBC = _libc()

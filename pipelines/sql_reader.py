@@ -91,7 +91,7 @@ class SqlTable:
 
 def read_sql_tables(url: str, then: Callable[[str, SqlTable], T]) -> tuple[dict[str, T], str]:
     """Reads the four tables, handing each to `then` as soon as it is read (so that its raw
-    values, which weigh twice its typed frame, are gone before the next table is read); returns
+    values, which weigh twice its typed frame, are gone soon; at most two tables are read ahead); returns
     what `then` made of each, and the URL with its password masked.
 
     A missing table or column, or a database error, is an InputError.
@@ -102,9 +102,11 @@ def read_sql_tables(url: str, then: Callable[[str, SqlTable], T]) -> tuple[dict[
         _check_sqlite_file(engine, display)
         with engine.connect() as connection:
             _check_tables(connection, display)
-            # ADBC reads the next tables in a second thread (it releases the GIL) while this one
-            # types the table before; not-yet-started reads are cancelled if typing one fails.
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-legacy-read")
+            # ADBC reads the tables two at a time in other threads (SQLite releases the GIL) while
+            # this one types each as it comes; not-yet-started reads are cancelled if typing one
+            # fails. Two readers: the census and the select of habilitations, the longest, start
+            # at once instead of after utilisateurs' (1M users: extract 11.2 -> 9.5 s).
+            pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="efp-legacy-read")
             try:
                 pending = {table: pool.submit(_read_table_arrow, engine, table) for table in LEGACY_TABLES}
                 tables = {table: then(table, pending.pop(table).result() or _read_table(connection, table))
