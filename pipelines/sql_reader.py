@@ -185,8 +185,15 @@ def _sql_table(table: str, series: dict[str, pd.Series]) -> SqlTable:
 
 # --- SQLite through ADBC ---------------------------------------------------------------------------
 
-# A whole table in one batch: the driver infers a column's type from its first batch.
-_ADBC_BATCH_ROWS = 100_000_000
+def adbc_batch_rows(rows: int) -> dict[str, str]:
+    """The SQLite driver's statement option for one batch of `rows` rows: it infers a column's
+    type from its first batch (a column NULL in all of it would be taken for an integer), so the
+    whole table goes in one. Exactly the table's size, not a large constant: the driver reserves
+    its buffers for a whole batch, the frames built on them keep them, and tens of GB of reserved
+    address space make the next fork of the process (a subprocess, a database server) fail with
+    ENOMEM."""
+    return {"adbc.sqlite.query.batch_rows": str(max(rows, 1))}
+
 _TEXT_TIMESTAMPS = {table: (*TIMESTAMP_COLUMNS.get(table, ()), *DATE_COLUMNS.get(table, ())) for table in LEGACY_TABLES}
 
 
@@ -207,15 +214,15 @@ def _read_table_arrow(engine: Engine, table: str) -> SqlTable | None:
         import adbc_driver_sqlite.dbapi as adbc_sqlite
 
         with adbc_sqlite.connect(database) as connection, connection.cursor() as cursor:
-            cursor.execute(f"SELECT {census} FROM {preparer.quote(table)}")  # names quoted by the dialect
-            found = cursor.fetchone() or ()
+            cursor.execute(f"SELECT count(*), {census} FROM {preparer.quote(table)}")  # names quoted by the dialect
+            rows, *found = cursor.fetchone() or (0,)
             for name, classes in zip(columns, found, strict=True):
                 held = set(str(classes or "null").split(","))
                 if not held <= {"null", "integer", "text"} or (name in typed and {"integer", "text"} <= held):
                     log.info("table %s: read the driver's way (column %s holds %s)", table, name,
                              ", ".join(sorted(held)))
                     return None
-            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_ADBC_BATCH_ROWS)})
+            cursor.adbc_statement.set_options(**adbc_batch_rows(int(rows)))
             cursor.execute(statement)
             data = cursor.fetch_arrow_table()
         data.validate(full=True)  # text that is not UTF-8: the driver's way names it as an error

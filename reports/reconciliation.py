@@ -656,7 +656,8 @@ def legacy_access(frames: LegacyFrames, mapping: Mapping, merged_into: pd.Series
         & habs["id_utilisateur"].isin(live_users).to_numpy()
         & habs["code_application"].isin(active_codes).to_numpy()
     )
-    rows = habs[effective]
+    # Only the columns used, and filtered in one step (not every column of 3 million rows).
+    rows = habs.loc[effective, ["id_habilitation", "id_utilisateur", "code_application", "siret", "role"]]
     user_id = rows["id_utilisateur"].to_numpy(dtype=np.int64)
     holder = user_id.copy()
     if len(merged_into):
@@ -695,7 +696,7 @@ def _canonical_roles(application: pd.Series, label: pd.Series, mapping: Mapping)
     label_codes, label_values = pd.factorize(label.to_numpy(dtype=object), use_na_sentinel=True)
     label_codes = label_codes + 1  # 0 is a NULL label
     pair = app_codes.astype(np.int64) * (len(label_values) + 1) + label_codes
-    distinct, inverse = np.unique(pair, return_inverse=True)
+    inverse, distinct = pd.factorize(pair)  # hashing: no sort of millions of pairs
     answers: list[str | None] = []
     for key in distinct.tolist():
         app = str(app_values[key // (len(label_values) + 1)])
@@ -829,7 +830,9 @@ class _TupleSpace:
             return {}
         app, siret, role = self.app.codes[positions], self.siret.codes[positions], self.role.codes[positions]
         users = self.users[positions]
-        order = np.lexsort((self.role.rank[role], self.siret.rank[siret], users, self.app.rank[app]))
+        user_rank, user_values = pd.factorize(users, sort=True)  # numeric order of the ids
+        order = _order_by([(self.app.rank[app], len(self.app.rank)), (user_rank, len(user_values)),
+                           (self.siret.rank[siret], len(self.siret.rank)), (self.role.rank[role], len(self.role.rank))])
         app, siret, role, users = app[order], siret[order], role[order], users[order]
         starts = np.flatnonzero(np.r_[True, app[1:] != app[:-1]])
         ends = np.r_[starts[1:], len(app)]
@@ -852,6 +855,21 @@ class _TupleSpace:
             str(self.app.raw[app[start]]): _sha256_text("\n".join(lines[start:end]) + "\n")
             for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
         }
+
+
+def _order_by(keys: Sequence[tuple[npt.NDArray[np.int64], int]]) -> npt.NDArray[np.intp]:
+    """The order of rows by `keys`, most significant first, each a code in [0, size): one sort of
+    the codes combined into one integer (several times faster than np.lexsort's one pass per
+    key), or np.lexsort when the combination would not fit in 63 bits."""
+    capacity = 1
+    for _, size in keys:
+        capacity *= max(size, 1)
+    if capacity >= 2**63:
+        return np.lexsort(tuple(codes for codes, _ in reversed(keys)))
+    combined = np.zeros(len(keys[0][0]), dtype=np.int64)
+    for codes, size in keys:
+        combined = combined * max(size, 1) + codes
+    return np.argsort(combined, kind="stable")
 
 
 def _sha256_text(text: str) -> str:

@@ -36,6 +36,7 @@ from pipelines.db import first_line, mask_text, mask_url
 from pipelines.errors import ConfigurationError
 from pipelines.frames import TEXT_DTYPE
 from pipelines.memory import gc_paused
+from pipelines.sql_reader import adbc_batch_rows
 from pipelines.target_schema import TARGET_TABLES, migration_runs
 from reports.evidence import REDACTED, REDACTED_COLUMNS
 
@@ -185,11 +186,6 @@ def _select_sql(table: Table, dialect: Dialect) -> str:
     return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
-# The SQLite driver's batch, in rows: a whole table of this tool's scale (it infers each column's
-# type from the first batch; the option must fit a C int).
-_SQLITE_BATCH_ROWS = 100_000_000
-
-
 # --- through ADBC ---------------------------------------------------------------------------------
 
 
@@ -209,9 +205,10 @@ def read_target_arrow(engine: Engine) -> dict[str, pd.DataFrame] | None:
         with connection, connection.cursor() as cursor:
             for table in _READ_TABLES:
                 if engine.dialect.name == "sqlite":
-                    # One batch per table: the driver infers a column's type from its first
-                    # batch, and a column NULL in all of it would be taken for an integer.
-                    cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_SQLITE_BATCH_ROWS)})
+                    # One batch per table (see adbc_batch_rows), counted in the same transaction.
+                    cursor.execute(f"SELECT count(*) FROM {engine.dialect.identifier_preparer.quote(table.name)}")
+                    counted = cursor.fetchone()
+                    cursor.adbc_statement.set_options(**adbc_batch_rows(int(counted[0]) if counted else 0))
                 cursor.execute(_select_sql(table, engine.dialect))
                 frames[table.name] = _typed_frame(table, cursor.fetch_arrow_table())
             connection.rollback()  # it only read

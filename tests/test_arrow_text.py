@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipelines import extract
-from pipelines.arrow_text import arrow_strings, factorized, fixed_width_matrix, terminated_bytes
+from pipelines.arrow_text import arrow_strings, fixed_width_matrix, terminated_bytes
 from pipelines.errors import InputError
 from pipelines.frames import TEXT_DTYPE
 
@@ -150,26 +150,3 @@ def test_fixed_width_matrix_and_terminated_bytes() -> None:
         fixed_width_matrix(strings, np.array([0, 1]), 3)
     assert bytes(terminated_bytes(strings, "\n")) == b"de\nfgh\nijk\n"
     assert bytes(terminated_bytes(pa.array([], pa.string()), "\n")) == b""
-
-
-_TUPLE_TEXTS = st.lists(st.one_of(st.none(), st.sampled_from(["EDOF", "a\\b", "tab\tx", "l\nf", "c\rr", ""]),
-                                  st.text(max_size=4)), max_size=30)
-
-
-@SETTINGS
-@given(_TUPLE_TEXTS, _TUPLE_TEXTS, st.sampled_from([TEXT_DTYPE, object]))
-def test_text_codes_of_arrow_and_object_parts_stand_for_the_values(
-    first: list[str | None], second: list[str | None], first_dtype: object
-) -> None:
-    from reports.reconciliation import _escape_tuple_text, _TextCodes
-
-    parts = [pd.Series(first, dtype=first_dtype), pd.Series(second, dtype=object)]
-    codes = _TextCodes.of(parts)
-
-    assert codes.raw[codes.codes].tolist() == [None if v is None else v for v in [*first, *second]]
-    assert codes.text.tolist() == [_escape_tuple_text(v) for v in codes.raw]
-    assert sorted(codes.text.tolist()) == codes.text[np.argsort(codes.rank)].tolist()
-    assert len(set(codes.raw[1:].tolist())) == len(codes.raw) - 1  # each distinct value once
-    for part in parts:
-        part_codes, uniques = factorized(part)
-        assert [None if c < 0 else uniques[c] for c in part_codes] == part.astype(object).where(part.notna(), None).tolist()

@@ -1,0 +1,86 @@
+"""The reconciliation's fast ways give what their definitions say: tuple components coded
+through Arrow or pandas stand for the very values, control hashes follow their definition in
+plain Python, and the one-key sort orders rows as np.lexsort does."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines.arrow_text import factorized
+from pipelines.frames import TEXT_DTYPE
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+_TUPLE_TEXTS = st.lists(st.one_of(st.none(), st.sampled_from(["EDOF", "a\\b", "tab\tx", "l\nf", "c\rr", ""]),
+                                  st.text(max_size=4)), max_size=30)
+
+
+@SETTINGS
+@given(_TUPLE_TEXTS, _TUPLE_TEXTS, st.sampled_from([TEXT_DTYPE, object]))
+def test_text_codes_of_arrow_and_object_parts_stand_for_the_values(
+    first: list[str | None], second: list[str | None], first_dtype: object
+) -> None:
+    from reports.reconciliation import _escape_tuple_text, _TextCodes
+
+    parts = [pd.Series(first, dtype=first_dtype), pd.Series(second, dtype=object)]
+    codes = _TextCodes.of(parts)
+
+    assert codes.raw[codes.codes].tolist() == [None if v is None else v for v in [*first, *second]]
+    assert codes.text.tolist() == [_escape_tuple_text(v) for v in codes.raw]
+    assert sorted(codes.text.tolist()) == codes.text[np.argsort(codes.rank)].tolist()
+    assert len(set(codes.raw[1:].tolist())) == len(codes.raw) - 1  # each distinct value once
+    for part in parts:
+        part_codes, uniques = factorized(part)
+        assert [None if c < 0 else uniques[c] for c in part_codes] == part.astype(object).where(part.notna(), None).tolist()
+
+
+def _reference_control_hashes(rows: list[tuple[int, str, str | None, str | None]]) -> dict[str, str]:
+    """The definition (reports/reconciliation.py control_hashes) in plain Python."""
+    def text(value: str | None) -> str:
+        if value is None:
+            return "\\N"
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+    by_app: dict[str, set[tuple[int, str, str]]] = {}
+    for user, app, siret, role in rows:
+        by_app.setdefault(app, set()).add((user, text(siret), text(role)))
+    return {
+        app: hashlib.sha256("".join(f"{user}\t{text(app)}\t{siret}\t{role}\n"
+                                    for user, siret, role in sorted(lines)).encode()).hexdigest()
+        for app, lines in by_app.items()
+    }
+
+
+_TUPLES = st.lists(st.tuples(st.integers(0, 2**62), st.sampled_from(["EDOF", "MAF", "SOFFI"]),
+                             st.one_of(st.none(), st.sampled_from(["12345678901234", "", "a\tb", "Z"])),
+                             st.one_of(st.none(), st.sampled_from(["R", "R\\X", "é", "A"]))), max_size=25)
+
+
+@SETTINGS
+@given(_TUPLES, st.booleans())
+def test_control_hashes_follow_their_definition(rows: list[tuple[int, str, str | None, str | None]],
+                                                 lexsort: bool) -> None:
+    from reports import reconciliation
+
+    frame = pd.DataFrame(rows or None, columns=["legacy_user_id", "application_code", "siret", "role"])
+    frame["legacy_user_id"] = frame["legacy_user_id"].astype("int64")
+    with pytest.MonkeyPatch.context() as patch:
+        if lexsort:  # as when the keys' sizes multiply beyond 63 bits
+            patch.setattr(reconciliation, "_order_by", lambda keys: np.lexsort(tuple(c for c, _ in reversed(keys))))
+        assert reconciliation.control_hashes(frame) == _reference_control_hashes(rows)
+
+
+def test_order_by_combines_codes_or_falls_back_to_lexsort() -> None:
+    from reports.reconciliation import _order_by
+
+    first, second = np.array([1, 0, 1, 0]), np.array([0, 2, 1, 1])
+    expected = np.lexsort((second, first)).tolist()
+    assert _order_by([(first, 2), (second, 3)]).tolist() == expected == [3, 1, 0, 2]
+    assert _order_by([(first, 2**40), (second, 2**40)]).tolist() == expected  # beyond 63 bits
