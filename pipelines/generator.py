@@ -57,6 +57,7 @@ from pipelines.legacy_schema import (
     TIMESTAMP_COLUMNS,
     legacy_metadata,
 )
+from pipelines.timeutil import civil_dates
 
 log = logging.getLogger(__name__)
 
@@ -476,18 +477,10 @@ def _wall_times_block(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) 
 
 
 def _civil_digits(seconds: np.ndarray) -> np.ndarray:
-    """(n, 14) ASCII matrix YYYYMMDDHHMMSS (Howard Hinnant's days-to-civil, vectorised)."""
+    """(n, 14) ASCII matrix YYYYMMDDHHMMSS."""
     days = seconds // _DAY
     second_of_day = seconds - days * _DAY
-    z = days + 719_468
-    era = z // 146_097
-    doe = z - era * 146_097
-    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day = doy - (153 * mp + 2) // 5 + 1
-    month = np.where(mp < 10, mp + 3, mp - 9)
-    year = yoe + era * 400 + (month <= 2)
+    year, month, day = civil_dates(days)
     packed = (
         year * 10_000_000_000
         + month * 100_000_000

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import numpy as np
+import numpy.typing as npt
+
 PARIS = ZoneInfo("Europe/Paris")
 
 
@@ -33,3 +36,20 @@ def parse_as_of(text: str) -> datetime:
 def paris_now() -> datetime:
     """Now, as naive Europe/Paris wall time, to the second."""
     return datetime.now(PARIS).replace(tzinfo=None, microsecond=0)
+
+
+Days = npt.NDArray[np.int64]
+
+
+def civil_dates(days: Days) -> tuple[Days, Days, Days]:
+    """Year, month, day of day numbers counted from 1970-01-01, vectorised (H. Hinnant's
+    civil_from_days: integer arithmetic only, exact for any day number)."""
+    shifted = days + 719_468
+    era = shifted // 146_097
+    day_of_era = shifted - era * 146_097
+    year_of_era = (day_of_era - day_of_era // 1_460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted_month = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * shifted_month + 2) // 5 + 1
+    month = np.where(shifted_month < 10, shifted_month + 3, shifted_month - 9)
+    return year_of_era + era * 400 + (month <= 2), month, day

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.arrow_text import data_bytes, terminated_bytes
+from pipelines.timeutil import civil_dates
 
 REDACTED = "***"
 # Never read: the reconciliation selects "***" where one is set, NULL elsewhere.
@@ -142,19 +143,6 @@ def _write_digits(matrix: npt.NDArray[np.uint8], column: int, value: npt.NDArray
         value = value // 10
 
 
-def _civil_dates(days: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], ...]:
-    """Year, month, day of day numbers counted from 1970-01-01 (H. Hinnant's civil_from_days)."""
-    shifted = days + 719_468
-    era = shifted // 146_097
-    day_of_era = shifted - era * 146_097
-    year_of_era = (day_of_era - day_of_era // 1_460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
-    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
-    shifted_month = (5 * day_of_year + 2) // 153
-    day = day_of_year - (153 * shifted_month + 2) // 5 + 1
-    month = np.where(shifted_month < 10, shifted_month + 3, shifted_month - 9)
-    return year_of_era + era * 400 + (month <= 2), month, day
-
-
 def _datetime_arrow(series: pd.Series, kind: str) -> pa.Array | None:
     """_datetime_text's fields written as bytes by integer arithmetic, straight into an Arrow
     buffer (formatting millions of instants one by one is what the evidence thread spent most on).
@@ -163,7 +151,7 @@ def _datetime_arrow(series: pd.Series, kind: str) -> pa.Array | None:
     missing = np.isnat(values)
     micros = np.where(missing, 0, values.view(np.int64))
     days = micros // _MICROSECONDS_PER_DAY  # floor: instants before 1970 fall on their own day
-    year, month, day = _civil_dates(days)
+    year, month, day = civil_dates(days)
     if len(year) and (year.min() < 0 or year.max() > 9_999):
         return None
     matrix = np.empty((len(values), _ISO_WIDTH), dtype=np.uint8)
