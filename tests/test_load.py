@@ -745,6 +745,15 @@ class _InterruptedError(Exception):
 def test_a_failure_at_any_step_leaves_the_target_as_before(engine: Engine, failing_step: str) -> None:
     _run(engine, _wave_one(), "w1")
     before = _everything(engine)
+
+    seen = _wave_two_failing_at(engine, failing_step, LoadConfig(run_id="w2", batch_rows=2))
+
+    assert seen[-1] == failing_step
+    _assert_same(before, engine)
+
+
+def _wave_two_failing_at(engine: Engine, failing_step: str, config: LoadConfig) -> list[str]:
+    """Loads _wave_two, stopped by an error at `failing_step`; the steps seen until then."""
     seen: list[str] = []
 
     def progress(step: str, rows: int) -> None:
@@ -753,10 +762,8 @@ def test_a_failure_at_any_step_leaves_the_target_as_before(engine: Engine, faili
             raise _InterruptedError(f"killed at {step} ({rows} rows)")
 
     with pytest.raises(_InterruptedError):
-        _run(engine, _wave_two(), "w2", progress=progress)
-
-    assert seen[-1] == failing_step
-    _assert_same(before, engine)
+        load(engine, _wave_two(), config, progress=progress)
+    return seen
 
 
 @pytest.mark.parametrize("failing_step", ["upsert entitlements", "upsert access_requests"])
@@ -766,15 +773,8 @@ def test_a_failure_while_foreign_keys_are_dropped_leaves_them_in_place(engine: E
     _run(engine, _wave_one(), "w1")
     before = _everything(engine)
     constraints = _foreign_keys(engine)
-    seen: list[str] = []
 
-    def progress(step: str, rows: int) -> None:
-        seen.append(step)
-        if step == failing_step:
-            raise _InterruptedError(f"killed at {step}")
-
-    with pytest.raises(_InterruptedError):
-        load(engine, _wave_two(), LoadConfig(run_id="w2", fk_checks="set"), progress=progress)
+    seen = _wave_two_failing_at(engine, failing_step, LoadConfig(run_id="w2", fk_checks="set"))
 
     assert seen[-1] == failing_step
     if engine.dialect.name == "postgresql" and failing_step == "upsert access_requests":

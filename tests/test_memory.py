@@ -11,12 +11,13 @@ import pytest
 from pipelines import memory
 
 
-def _rss_mib() -> float:
+def process_mib(field: str) -> float:
+    """One size line of /proc/self/status (VmRSS, VmSize...), in MiB."""
     with Path("/proc/self/status").open(encoding="ascii") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS line")
+    raise AssertionError(f"no {field} line")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or memory._LIBC is None, reason="glibc only")
@@ -24,9 +25,9 @@ def test_collect_between_stages_returns_freed_heap_memory_to_the_system() -> Non
     arrays = [np.ones(1_000) for _ in range(50_000)]  # 8 KB each: glibc's heap, not mmap
     pinned = np.ones(1_000)  # allocated last: the heap's top stays in use, so glibc keeps the rest
     del arrays
-    before = _rss_mib()
+    before = process_mib("VmRSS")
 
     memory.collect_between_stages()
 
-    assert _rss_mib() < before - 250, "the ~400 MB freed stayed in the process"
+    assert process_mib("VmRSS") < before - 250, "the ~400 MB freed stayed in the process"
     assert pinned.sum() == 1_000

@@ -4,8 +4,6 @@ plain Python, and the one-key sort orders rows as np.lexsort does."""
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +12,7 @@ from hypothesis import strategies as st
 
 from pipelines.arrow_text import factorized
 from pipelines.frames import TEXT_DTYPE
+from tests.test_evidence_hashing import reference_control_hashes
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -41,23 +40,6 @@ def test_text_codes_of_arrow_and_object_parts_stand_for_the_values(
         assert [None if c < 0 else uniques[c] for c in part_codes] == part.astype(object).where(part.notna(), None).tolist()
 
 
-def _reference_control_hashes(rows: list[tuple[int, str, str | None, str | None]]) -> dict[str, str]:
-    """The definition (reports/reconciliation.py control_hashes) in plain Python."""
-    def text(value: str | None) -> str:
-        if value is None:
-            return "\\N"
-        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-    by_app: dict[str, set[tuple[int, str, str]]] = {}
-    for user, app, siret, role in rows:
-        by_app.setdefault(app, set()).add((user, text(siret), text(role)))
-    return {
-        app: hashlib.sha256("".join(f"{user}\t{text(app)}\t{siret}\t{role}\n"
-                                    for user, siret, role in sorted(lines)).encode()).hexdigest()
-        for app, lines in by_app.items()
-    }
-
-
 _TUPLES = st.lists(st.tuples(st.integers(0, 2**62), st.sampled_from(["EDOF", "MAF", "SOFFI"]),
                              st.one_of(st.none(), st.sampled_from(["12345678901234", "", "a\tb", "Z"])),
                              st.one_of(st.none(), st.sampled_from(["R", "R\\X", "é", "A"]))), max_size=25)
@@ -74,7 +56,7 @@ def test_control_hashes_follow_their_definition(rows: list[tuple[int, str, str |
     with pytest.MonkeyPatch.context() as patch:
         if lexsort:  # as when the keys' sizes multiply beyond 63 bits
             patch.setattr(reconciliation, "_order_by", lambda keys: np.lexsort(tuple(c for c, _ in reversed(keys))))
-        assert reconciliation.control_hashes(frame) == _reference_control_hashes(rows)
+        assert reconciliation.control_hashes(frame) == reference_control_hashes(rows)
 
 
 def test_order_by_combines_codes_or_falls_back_to_lexsort() -> None:

@@ -19,6 +19,7 @@ from pipelines.extract import ExtractConfig, extract, normalise_table
 from pipelines.legacy_schema import LEGACY_TABLES, legacy_metadata
 from pipelines.sql_reader import _read_table, _read_table_arrow
 from pipelines.target_setup import init_target
+from tests.test_memory import process_mib
 
 USERS = [
     # id, courriel, nom, prenom, telephone, type_compte, statut, date_creation, derniere_connexion, siret
@@ -164,14 +165,6 @@ def test_the_fallback_says_why_in_one_line_without_the_password(caplog: pytest.L
     assert not any("s3cret-pass" in line or "\n" in line for line in lines)
 
 
-def _address_space_mib() -> float:
-    with Path("/proc/self/status").open(encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmSize line")
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
 def test_adbc_reads_reserve_no_more_than_their_tables(tmp_path: Path, new_database_url: Any) -> None:
     """The SQLite driver reserves its buffers for a whole batch, and the frames built on them keep
@@ -189,10 +182,10 @@ def test_adbc_reads_reserve_no_more_than_their_tables(tmp_path: Path, new_databa
     with adbc_sqlite.connect(str(path)) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT 1")  # the driver loaded, with its own reservations
         cursor.fetchall()
-    before = _address_space_mib()
+    before = process_mib("VmSize")
     kept = [both_ways(path, table)[0] for table in LEGACY_TABLES]  # text columns keep Arrow's buffers
     kept.append(read_target_arrow(target))
     target.dispose()
 
     assert all(read is not None for read in kept)  # read through ADBC
-    assert _address_space_mib() - before < 512
+    assert process_mib("VmSize") - before < 512
