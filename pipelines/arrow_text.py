@@ -33,14 +33,13 @@ def arrow_strings(values: pd.Series, *, nulls: str | None = None) -> pa.Array | 
     return strings
 
 
-def factorized(values: pd.Series | npt.NDArray[np.object_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
+def factorized(values: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
     """pd.factorize(values, use_na_sentinel=True) as (codes, uniques), for an Arrow-backed column
     through Arrow's dictionary encoding (no Python string per row). Codes may be numbered in
     another order than pandas' (both number distinct values, -1 for missing)."""
-    strings = _arrow_array(values) if isinstance(values, pd.Series) else None
+    strings = _arrow_array(values)
     if strings is None:
-        objects = values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values
-        codes, uniques = pd.factorize(objects, use_na_sentinel=True)
+        codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
         return codes.astype(np.int64), np.asarray(uniques, dtype=object)
     encoded = strings.dictionary_encode()
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
