@@ -46,6 +46,20 @@ def factorized(values: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
     return codes, np.array(encoded.dictionary.to_pylist(), dtype=object)
 
 
+def shared_objects(values: pd.Series) -> npt.NDArray[np.object_]:
+    """`values.to_numpy(dtype=object)` of an Arrow-backed text column, with one Python string per
+    distinct value shared by every row that holds it (8 bytes a row instead of a string each:
+    400 MB less for three columns of 2.4 million access rows). Any other column as it is."""
+    if _arrow_array(values) is None:
+        return values.to_numpy(dtype=object)
+    codes, uniques = factorized(values)
+    by_code = np.empty(len(uniques) + 1, dtype=np.object_)  # the last one for code -1: missing
+    by_code[:-1] = uniques
+    by_code[-1] = values.array.dtype.na_value  # NaN for TEXT_DTYPE, as to_numpy gives
+    shared: npt.NDArray[np.object_] = by_code[codes]
+    return shared
+
+
 def _offsets(strings: pa.Array) -> npt.NDArray[np.int64]:
     offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
     buffer = strings.buffers()[1]

@@ -33,6 +33,12 @@ def collect_between_stages() -> None:
     allocators keep of the freed memory goes back to the system, so that the next stage's peak is
     its own and not the sum of every stage's leftovers."""
     gc.collect()
+    release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """What the allocators keep of freed memory goes back to the system (no collection: safe and
+    quick in a thread while another one works)."""
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()  # Arrow's mimalloc/jemalloc keep freed pages

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from mappings.normalize import phones_e164
+from pipelines.arrow_text import shared_objects
 from pipelines.frames import TARGET_FRAME_COLUMNS, LegacyFrames, TargetFrames
 from pipelines.validate import ValidateResult
 from validation.outcomes import MIGRATED
@@ -105,36 +106,56 @@ def _access(legacy: pd.DataFrame, decided: pd.DataFrame, kind: str) -> pd.DataFr
     """Entitlements (ACTIVE) or access requests (EN_ATTENTE), one per surviving habilitation.
 
     A survivor of DUPLICATE_ACCESS absorbs its group: access manager if any member was, the
-    earliest start, the latest end (no end wins), the latest reminder.
+    earliest start, the latest end (no end wins), the latest reminder. Only the groups of two or
+    more are grouped (a few percent of the rows): every other survivor keeps its own values, and
+    grouping them all took a gigabyte of temporaries at a million users.
     """
     kept = decided["outcome"].eq(MIGRATED) | decided["reason_code"].eq("DUPLICATE_ACCESS")
-    members = decided[kept & decided["kind"].eq(kind)]
+    chosen = (kept & decided["kind"].eq(kind)).to_numpy(dtype=bool)
+    # Each filtered to the columns it needs: a copy of every column of the decided habilitations
+    # weighed 450 MB at a million users.
+    members = decided.loc[chosen, ["id_habilitation", "merged_into"]]
     group = members["merged_into"].fillna(members["id_habilitation"]).astype("int64")
-    source = legacy.loc[members.index]
-    no_end = source["date_fin"].isna().groupby(group.to_numpy()).any()
-    grouped = pd.DataFrame(
+    survivors = decided.loc[chosen & decided["outcome"].eq(MIGRATED).to_numpy(dtype=bool),
+                            ["id_habilitation", "holder_id", "application_code", "siret", "role_code"]]
+    own = legacy.loc[survivors.index]
+    values = pd.DataFrame(
         {
-            "is_access_manager": source["responsable_acces"].astype(bool).groupby(group.to_numpy()).any(),
-            "valid_from": source["date_debut"].groupby(group.to_numpy()).min(),
-            "valid_until": source["date_fin"].groupby(group.to_numpy()).max().mask(no_end),
-            "last_reminder_at": source["date_relance"].groupby(group.to_numpy()).max(),
-        }
+            "is_access_manager": own["responsable_acces"].astype(bool).to_numpy(),
+            "valid_from": own["date_debut"].to_numpy(),
+            "valid_until": own["date_fin"].to_numpy(),
+            "last_reminder_at": own["date_relance"].to_numpy(),
+        },
+        index=survivors.index,
     )
-    survivors = members[members["outcome"].eq(MIGRATED)]
-    merged = grouped.loc[survivors.index]
+    in_group = group.duplicated(keep=False).to_numpy()
+    if in_group.any():
+        shared = group[in_group].to_numpy()
+        source = legacy.loc[members.index[in_group]]
+        no_end = source["date_fin"].isna().groupby(shared).any()
+        grouped = pd.DataFrame(
+            {
+                "is_access_manager": source["responsable_acces"].astype(bool).groupby(shared).any(),
+                "valid_from": source["date_debut"].groupby(shared).min(),
+                "valid_until": source["date_fin"].groupby(shared).max().mask(no_end),
+                "last_reminder_at": source["date_relance"].groupby(shared).max(),
+            }
+        )
+        absorbing = grouped.index.intersection(survivors.index)
+        values.loc[absorbing, list(grouped.columns)] = grouped.loc[absorbing]
     frame = pd.DataFrame(
         {
             "legacy_habilitation_id": survivors["id_habilitation"].astype("int64").to_numpy(),
             "legacy_user_id": survivors["holder_id"].astype("int64").to_numpy(),
-            "application_code": survivors["application_code"].to_numpy(),
-            "siret": survivors["siret"].to_numpy(),
-            "role": survivors["role_code"].to_numpy(),
-            "is_access_manager": merged["is_access_manager"].to_numpy(),
-            "valid_from": merged["valid_from"].to_numpy(),
-            "valid_until": merged["valid_until"].to_numpy(),
-            "delegated_by_legacy_user_id": legacy.loc[survivors.index, "id_delegant"].astype("Int64").to_numpy(),
-            "requested_at": merged["valid_from"].to_numpy(),
-            "last_reminder_at": merged["last_reminder_at"].to_numpy(),
+            "application_code": shared_objects(survivors["application_code"]),
+            "siret": shared_objects(survivors["siret"]),
+            "role": shared_objects(survivors["role_code"]),
+            "is_access_manager": values["is_access_manager"].to_numpy(),
+            "valid_from": values["valid_from"].to_numpy(),
+            "valid_until": values["valid_until"].to_numpy(),
+            "delegated_by_legacy_user_id": own["id_delegant"].astype("Int64").to_numpy(),
+            "requested_at": values["valid_from"].to_numpy(),
+            "last_reminder_at": values["last_reminder_at"].to_numpy(),
         }
     )
     table = "entitlements" if kind == "ACTIVE" else "access_requests"

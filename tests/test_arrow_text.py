@@ -150,3 +150,24 @@ def test_fixed_width_matrix_and_terminated_bytes() -> None:
         fixed_width_matrix(strings, np.array([0, 1]), 3)
     assert bytes(terminated_bytes(strings, "\n")) == b"de\nfgh\nijk\n"
     assert bytes(terminated_bytes(pa.array([], pa.string()), "\n")) == b""
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["EDOF", "MAF", "", "é\u0301", "a\\tb"]), st.text(max_size=4)),
+                max_size=40))
+def test_shared_objects_equal_to_numpy_with_one_string_per_distinct_value(values: list[str | None]) -> None:
+    from pipelines.arrow_text import shared_objects
+
+    column = pd.Series(values, dtype=TEXT_DTYPE)
+    shared = shared_objects(column)
+    reference = column.to_numpy(dtype=object)
+    assert shared.dtype == object
+    assert len(shared) == len(reference)
+    assert [v if isinstance(v, str) else "<missing>" for v in shared] == \
+        [v if isinstance(v, str) else "<missing>" for v in reference]
+    assert all(isinstance(v, float) and np.isnan(v) for v in shared[column.isna().to_numpy()])  # NaN, as numpy's
+    texts = [v for v in shared if isinstance(v, str)]
+    assert len({id(v) for v in texts}) == len(set(texts))  # one object per distinct value
+    plain = pd.Series(values, dtype=object)
+    assert shared_objects(plain) is not None
+    assert list(shared_objects(plain)) == list(plain)

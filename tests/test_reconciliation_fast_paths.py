@@ -66,3 +66,31 @@ def test_order_by_combines_codes_or_falls_back_to_lexsort() -> None:
     expected = np.lexsort((second, first)).tolist()
     assert _order_by([(first, 2), (second, 3)]).tolist() == expected == [3, 1, 0, 2]
     assert _order_by([(first, 2**40), (second, 2**40)]).tolist() == expected  # beyond 63 bits
+
+
+def test_register_rows_are_made_when_read_and_equal_the_whole_tuple(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reports.reconciliation import RegisterRows, _register_rows
+
+    register = pd.DataFrame({
+        "exception_id": range(7), "entity": ["user", "habilitation"] * 3 + ["user"],
+        "legacy_key": [str(i) for i in range(7)], "outcome": "rejected", "reason_code": "X",
+        "detail": ["a", None, "c", "=1+1", "e", "f", "g"], "merged_into": [None, "3", None, None, None, None, "1"],
+    }).astype({"detail": "str", "merged_into": "str", "legacy_key": "str"})
+    whole = _register_rows(register)
+    monkeypatch.setattr(RegisterRows, "_CHUNK_ROWS", 3)  # iterated over several chunks
+    rows = RegisterRows(register)
+    assert len(rows) == 7
+    assert tuple(rows) == whole
+    assert rows == whole
+    assert list(rows) == list(whole)
+    assert rows[0] == whole[0]
+    assert rows[-1] == whole[-1]
+    assert rows[2:5] == whole[2:5]
+    assert rows[:0] == ()
+    assert rows[1].detail == ""
+    assert rows[1].merged_into == "3"
+    assert rows[0].merged_into is None
+    with pytest.raises(IndexError):
+        rows[7]
+    assert not RegisterRows(register.iloc[0:0])
+    assert RegisterRows(register.iloc[0:0]) == ()

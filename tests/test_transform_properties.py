@@ -13,6 +13,7 @@ from mappings.mapping import load_mapping
 from pipelines.transform import transform
 from pipelines.validate import ValidateConfig, validate
 from tests.legacy_builders import build_tables, default_applications, to_frames
+from validation.outcomes import MIGRATED
 
 AS_OF = dt.datetime(2025, 1, 1)
 EMAILS = ["a@example.fr", " A@example.fr", "b@example.fr", "B@EXAMPLE.FR ", "c@example.fr", "pas-valide",
@@ -108,3 +109,78 @@ def test_every_record_has_one_outcome_and_rows_fit_the_target(user_rows, establi
     assert not access.duplicated(["legacy_user_id", "application_code", "siret", "role"]).any()
     entitlements = target.entitlements
     assert (entitlements["valid_until"].isna() | (entitlements["valid_until"] > pd.Timestamp(AS_OF))).all()
+
+
+def _reference_access(legacy: pd.DataFrame, decided: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The plain way of `_access`: every survivor's group aggregated by one group-by over all members."""
+    kept = decided["outcome"].eq(MIGRATED) | decided["reason_code"].eq("DUPLICATE_ACCESS")
+    members = decided[kept & decided["kind"].eq(kind)]
+    group = members["merged_into"].fillna(members["id_habilitation"]).astype("int64").to_numpy()
+    source = legacy.loc[members.index]
+    no_end = source["date_fin"].isna().groupby(group).any()
+    grouped = pd.DataFrame({
+        "is_access_manager": source["responsable_acces"].astype(bool).groupby(group).any(),
+        "valid_from": source["date_debut"].groupby(group).min(),
+        "valid_until": source["date_fin"].groupby(group).max().mask(no_end),
+        "last_reminder_at": source["date_relance"].groupby(group).max(),
+    })
+    survivors = members[members["outcome"].eq(MIGRATED)]
+    merged = grouped.loc[survivors.index]
+    return pd.DataFrame({
+        "legacy_habilitation_id": survivors["id_habilitation"].astype("int64").to_numpy(),
+        "is_access_manager": merged["is_access_manager"].to_numpy(),
+        "valid_from": merged["valid_from"].to_numpy(),
+        "valid_until": merged["valid_until"].to_numpy(),
+        "delegated_by_legacy_user_id": legacy.loc[survivors.index, "id_delegant"].astype("Int64").to_numpy(),
+        "requested_at": merged["valid_from"].to_numpy(),
+        "last_reminder_at": merged["last_reminder_at"].to_numpy(),
+    })
+
+
+STAMPS = [None, "2019-05-01", "2020-01-01 08:00", "2024-12-31 23:59:59", "2031-01-01"]
+access_rows = st.lists(st.fixed_dictionaries({
+    "fate": st.sampled_from(["migrated", "migrated", "merged", "rejected"]),
+    "into": st.integers(0, 30), "kind": st.sampled_from(["ACTIVE", "EN_ATTENTE"]),
+    "manager": st.booleans(), "delegant": st.sampled_from([None, 7, 9]),
+    "start": st.sampled_from(STAMPS), "end": st.sampled_from(STAMPS), "reminder": st.sampled_from(STAMPS),
+}), min_size=1, max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(access_rows)
+def test_access_groups_only_duplicates_and_agrees_with_grouping_everything(rows: list[dict[str, object]]) -> None:
+    from pipelines.transform import _access
+
+    ids = [1000 + 3 * i for i in range(len(rows))]
+    survivors = {kind: [ids[i] for i, r in enumerate(rows) if r["fate"] == "migrated" and r["kind"] == kind]
+                 for kind in ("ACTIVE", "EN_ATTENTE")}
+    outcome, reason, into = [], [], []
+    for row in rows:
+        chosen = survivors[str(row["kind"])]
+        if row["fate"] == "merged" and chosen:  # merged into a survivor of its kind
+            outcome.append("merged"), reason.append("DUPLICATE_ACCESS")
+            into.append(chosen[int(str(row["into"])) % len(chosen)])
+        else:
+            fate = "rejected" if row["fate"] != "migrated" else MIGRATED
+            outcome.append(fate), reason.append(None if fate == MIGRATED else "HOLDER_REJECTED"), into.append(None)
+    index = pd.Index(ids, name="id_habilitation")
+    decided = pd.DataFrame({
+        "id_habilitation": ids, "outcome": outcome, "reason_code": reason,
+        "merged_into": pd.array(into, dtype="Int64"), "kind": [r["kind"] for r in rows],
+        "holder_id": [5] * len(rows), "application_code": "EDOF", "siret": None, "role_code": "LECTEUR",
+    }, index=index)
+    legacy = pd.DataFrame({
+        "responsable_acces": [r["manager"] for r in rows],
+        "date_debut": pd.to_datetime(pd.Series([r["start"] for r in rows], dtype=object), format="ISO8601"),
+        "date_fin": pd.to_datetime(pd.Series([r["end"] for r in rows], dtype=object), format="ISO8601"),
+        "date_relance": pd.to_datetime(pd.Series([r["reminder"] for r in rows], dtype=object), format="ISO8601"),
+        "id_delegant": pd.array([r["delegant"] for r in rows], dtype="Int64"),
+    }).set_index(index)
+
+    for kind in ("ACTIVE", "EN_ATTENTE"):
+        made = _access(legacy, decided, kind)
+        expected = _reference_access(legacy, decided, kind)
+        assert len(made) == len(survivors[kind])
+        shared = [column for column in expected.columns if column in made.columns]
+        assert len(shared) == (5 if kind == "ACTIVE" else 3)
+        pd.testing.assert_frame_equal(made[shared].reset_index(drop=True), expected[shared], check_dtype=False)

@@ -11,7 +11,9 @@ counts and the exceptions workbook.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import re
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ from tests.legacy_builders import build_tables, default_applications, to_frames
 from validation import facts as fact_builders
 from validation.data_docs import write_data_docs
 from validation.evaluate import RuleEngine, failing_records
-from validation.rules import rules_for
+from validation.rules import SUITES, rules_for
 
 USERS = 1_500
 AS_OF = dt.datetime(2025, 1, 1)
@@ -155,3 +157,30 @@ def test_failing_values_need_the_engine_s_results(run: tuple[RuleEngine, pd.Data
     engine, _facts, _register = run
     with pytest.raises(ValueError, match=r"RuleEngine\.results"):
         offending_values_from(dict(engine.results))  # a plain copy has the keys but not the facts
+
+
+def test_the_evaluated_facts_go_with_the_engine() -> None:
+    """Great Expectations keeps its context for the whole process: nothing of what a suite ran on
+    (the facts, its batch, the metrics it resolved) may stay there once the RuleEngine is dropped,
+    or a run would carry the validation's memory through the load and the reconciliation."""
+    frames = to_frames(build_tables(_users(), [], [], default_applications()))
+    engine = RuleEngine()
+    validated = validate(frames, ValidateConfig(as_of=AS_OF, mapping=load_mapping()), engine=engine)
+    from great_expectations.execution_engine.pandas_batch_data import PandasBatchData
+
+    evaluated = [weakref.ref(facts) for facts in engine.results.facts.values()]
+    assert len(evaluated) == 5
+    assert validated.counts["user"]["source"] == USERS
+    # What stays for Data Docs and the workbook: the failing records' facts only.
+    kept = engine.results.facts[SUITES["user"]]
+    assert set(kept.index) == set().union(*validated.evaluations["users"].failures.values())
+    assert 0 < len(kept) < USERS
+    results = weakref.ref(engine.results)
+
+    del engine, validated, kept
+    gc.collect()
+
+    assert results() is None
+    assert [facts() for facts in evaluated] == [None] * 5
+    batches = [o for o in gc.get_objects() if isinstance(o, PandasBatchData)]
+    assert batches == [], "Great Expectations still holds the frames the suites ran on"
