@@ -750,10 +750,11 @@ def target_access(entitlement_frame: pd.DataFrame, account_frame: pd.DataFrame,
     ent = entitlement_frame
     until = ent["valid_until"]
     effective = _flag(ent["valid_from"] <= as_of) & (until.isna().to_numpy() | _flag(until > as_of))
-    rows = ent[effective]
-    position = by_account.index.get_indexer(pd.Index(rows["account_id"].to_numpy(dtype=np.int64)))
-    rows = rows[position >= 0]
-    position = position[position >= 0]
+    position = by_account.index.get_indexer(pd.Index(ent["account_id"].to_numpy(dtype=np.int64)))
+    chosen = effective & (position >= 0)
+    # One filter, of the columns used only: a copy of every column weighed 0.4 GB at a million users.
+    rows = ent.loc[chosen, ["entitlement_id", "legacy_habilitation_id", "application_code", "siret", "role"]]
+    position = position[chosen]
     return pd.DataFrame(
         {
             "entitlement_id": rows["entitlement_id"].to_numpy(dtype=np.int64),
