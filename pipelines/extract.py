@@ -330,7 +330,8 @@ def _integers(column: str, values: pd.Series, problems: _Problems) -> pd.Series:
     """Non-negative integers as Int64 (NA where empty or invalid, the problem being recorded)."""
     if not isinstance(values.dtype, pd.StringDtype):
         try:
-            native = pd.array(values.to_numpy(dtype=object), dtype="Int64")
+            native = pd.array(values.to_numpy(), dtype="Int64") if values.dtype.kind in "iu" \
+                else pd.array(values.to_numpy(dtype=object), dtype="Int64")
         except (TypeError, ValueError, OverflowError):
             values = values.astype(TEXT_DTYPE)  # odd driver values: judged as text
         else:

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import create_engine
@@ -189,3 +190,15 @@ def test_adbc_reads_reserve_no_more_than_their_tables(tmp_path: Path, new_databa
 
     assert all(read is not None for read in kept)  # read through ADBC
     assert process_mib("VmSize") - before < 512
+
+
+def test_identifiers_without_null_come_as_int64_not_python_objects(tmp_path: Path) -> None:
+    """A Python int per identifier weighed 270 MB at a million users; numpy's int64 gives the same
+    values (read one by one, they are the same Python ints, as the previous test checks)."""
+    fast, slow = both_ways(legacy_file(tmp_path), "habilitations")
+    assert fast is not None
+    assert fast.frame["id_habilitation"].dtype == np.int64
+    assert fast.frame["id_utilisateur"].dtype == np.int64
+    assert slow.frame["id_habilitation"].dtype == object  # the driver's way: its own Python values
+    assert fast.frame["id_delegant"].isna().any()  # NULLs: the driver's values, as before
+    assert fast.frame["id_delegant"].dtype == object
