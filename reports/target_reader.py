@@ -259,7 +259,7 @@ def _typed_batches(cursor: Any, table: Table, statement: str) -> pd.DataFrame:
             # 1.5 GB of memory for 0.8 GB of frames.
             chunks = [pa.concat_arrays(chunks)]
         columns[name] = _series(pa.chunked_array(chunks, type=_ARROW_TYPES[kinds[i]]), kinds[i])
-        pieces[i] = chunks = []
+        pieces[i] = []  # this column's chunks go before the next column is made
     return pd.DataFrame(columns, copy=False)
 
 

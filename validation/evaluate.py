@@ -137,7 +137,7 @@ class RuleEngine:
             failures[meta["reason_code"]].update(unexpected)
         # Only the failing records' facts are kept (for `failing_records`): a tenth of them at scale.
         failing = set().union(*failures.values())
-        self.results.facts[suite_name] = keyed[keyed.index.isin(list(failing))] if failing else keyed.iloc[0:0]
+        self.results.facts[suite_name] = keyed[keyed.index.isin(list(failing))]
         log.info("suite %s: %d records, %s", suite_name, len(facts),
                  {k: len(v) for k, v in failures.items() if v})
         return SuiteEvaluation(
