@@ -22,11 +22,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,11 +69,14 @@ ORDER_BY: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class SqlLocator:
-    """Names a row by its key ("id_utilisateur 42"), else by its rank in the ordered SELECT."""
+    """Names a row by its key ("id_utilisateur 42"), else by its rank in the ordered SELECT.
+
+    `keys` is the key column's own array (no copy): a tuple of Python ints weighed 100 MB for a
+    million users' habilitations, held while the table was typed."""
 
     source: str
     key: str | None
-    keys: tuple[object, ...]
+    keys: npt.NDArray[Any] | tuple[object, ...] = field(compare=False)
 
     def row(self, index: int) -> str | None:
         if self.key is not None and self.keys[index] is not None:
@@ -179,20 +183,27 @@ def _select(table: str) -> sa.Select[Any]:
 def _sql_table(table: str, series: dict[str, pd.Series]) -> SqlTable:
     frame = pd.DataFrame(series, copy=False)
     key = UNIQUE_KEYS.get(table)
-    keys = tuple(frame[key]) if key else ()
+    keys = frame[key].to_numpy() if key else ()
     return SqlTable(frame, SqlLocator(f"table {table}", key, keys))
 
 
 # --- SQLite through ADBC ---------------------------------------------------------------------------
 
 def adbc_batch_rows(rows: int) -> dict[str, str]:
-    """The SQLite driver's statement option for one batch of `rows` rows: it infers a column's
-    type from its first batch (a column NULL in all of it would be taken for an integer), so the
-    whole table goes in one. Exactly the table's size, not a large constant: the driver reserves
-    its buffers for a whole batch, the frames built on them keep them, and tens of GB of reserved
-    address space make the next fork of the process (a subprocess, a database server) fail with
-    ENOMEM."""
+    """The SQLite driver's statement option for batches of `rows` rows. It infers a column's type
+    from its first batch (a column NULL in all of it would be taken for an integer, and its later
+    text refused), so a read that meets that is done again in one batch of exactly the table's
+    size, not a large constant: the driver reserves its buffers for a whole batch, the frames
+    built on them keep them, and tens of GB of reserved address space make the next fork of the
+    process (a subprocess, a database server) fail with ENOMEM."""
     return {"adbc.sqlite.query.batch_rows": str(max(rows, 1))}
+
+
+# Rows per batch of a legacy table read through ADBC. Each batch becomes pandas values as it
+# arrives, so a table is never held whole as the driver gives it beside its pandas values (at a
+# million users the habilitations were 490 MB of Arrow data). Smaller batches measured no lower
+# peak and a slower read (the pieces are joined again).
+LEGACY_BATCH_ROWS = 1_048_576
 
 _TEXT_TIMESTAMPS = {table: (*TIMESTAMP_COLUMNS.get(table, ()), *DATE_COLUMNS.get(table, ())) for table in LEGACY_TABLES}
 
@@ -206,7 +217,6 @@ def _read_table_arrow(engine: Engine, table: str) -> SqlTable | None:
     columns = SELECTABLE_COLUMNS[table]
     preparer = engine.dialect.identifier_preparer
     quoted = [preparer.quote(name) for name in columns]
-    typed = set(_TYPED_COLUMNS.get(table, ()))
     statement = str(_select(table).compile(dialect=engine.dialect))
     # The storage classes each column holds, in one scan inside SQLite.
     census = ", ".join(f"group_concat(DISTINCT typeof({q}))" for q in quoted)
@@ -216,22 +226,26 @@ def _read_table_arrow(engine: Engine, table: str) -> SqlTable | None:
         with adbc_sqlite.connect(database) as connection, connection.cursor() as cursor:
             cursor.execute(f"SELECT count(*), {census} FROM {preparer.quote(table)}")  # names quoted by the dialect
             rows, *found = cursor.fetchone() or (0,)
-            for name, classes in zip(columns, found, strict=True):
-                held = set(str(classes or "null").split(","))
-                if not held <= {"null", "integer", "text"} or (name in typed and {"integer", "text"} <= held):
+            held = {name: frozenset(str(classes or "null").split(",")) for name, classes in zip(columns, found,
+                                                                                                strict=True)}
+            typed = set(_TYPED_COLUMNS.get(table, ()))
+            for name in columns:
+                mixed = name in typed and {"integer", "text"} <= held[name]
+                if mixed or not held[name] <= {"null", "integer", "text"}:
                     log.info("table %s: read the driver's way (column %s holds %s)", table, name,
-                             ", ".join(sorted(held)))
+                             ", ".join(sorted(held[name])))
                     return None
-            cursor.adbc_statement.set_options(**adbc_batch_rows(int(rows)))
-            cursor.execute(statement)
-            data = cursor.fetch_arrow_table()
-        data.validate(full=True)  # text that is not UTF-8: the driver's way names it as an error
-        if data.column_names != list(columns):
-            raise ValueError(f"columns {data.column_names}")
-        series = {name: _arrow_values(data.column(name), text=name not in typed,
-                                      text_dtype=name in _TEXT_TIMESTAMPS[table],
-                                      integers=name in INTEGER_COLUMNS.get(table, ())) for name in columns}
-        del data
+            try:
+                series = _batched_values(cursor, table, statement, held, min(int(rows), LEGACY_BATCH_ROWS))
+            except OSError as exc:
+                # A column NULL through a whole first batch, then text: once more in one batch, on a
+                # cursor of its own (the failed one gives no rows when executed again).
+                log.info("table %s: read again in one batch (ADBC: %s)", table, first_line(exc))
+                with connection.cursor() as again:
+                    series = _batched_values(again, table, statement, held, int(rows))
+        read = len(series[columns[0]])
+        if read != rows:  # never fewer rows than the table holds, whatever the driver did
+            raise ValueError(f"{read} rows read of {rows}")
     except Exception as exc:  # any refusal means: the driver's way
         log.info("table %s: read the driver's way (ADBC: %s)", table, first_line(exc))
         return None
@@ -239,14 +253,43 @@ def _read_table_arrow(engine: Engine, table: str) -> SqlTable | None:
     return _sql_table(table, series)
 
 
-def _arrow_values(values: pa.ChunkedArray, *, text: bool, text_dtype: bool, integers: bool = False) -> pd.Series:
+def _batched_values(cursor: Any, table: str, statement: str, held: dict[str, frozenset[str]],
+                    batch_rows: int) -> dict[str, pd.Series]:
+    """Each column's values as `_arrow_values` makes them, batch by batch, then joined."""
+    columns = SELECTABLE_COLUMNS[table]
+    typed = set(_TYPED_COLUMNS.get(table, ()))
+    pieces: dict[str, list[pd.Series]] = {name: [] for name in columns}
+    cursor.adbc_statement.set_options(**adbc_batch_rows(batch_rows))
+    cursor.execute(statement)
+    for batch in cursor.fetch_record_batch():
+        batch.validate(full=True)  # text that is not UTF-8: the driver's way names it as an error
+        if batch.schema.names != list(columns):
+            raise ValueError(f"columns {batch.schema.names}")
+        for name in columns:
+            pieces[name].append(_arrow_values(
+                batch.column(name), text=name not in typed, text_dtype=name in _TEXT_TIMESTAMPS[table],
+                integers=name in INTEGER_COLUMNS.get(table, ()) and held[name] == {"integer"},
+                integer_nulls="integer" in held[name]))
+        del batch
+    series: dict[str, pd.Series] = {}
+    for name in columns:
+        parts = pieces.pop(name)  # one column's pieces at a time, not the whole table twice
+        series[name] = (parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True) if parts
+                        else _arrow_values(pa.nulls(0, pa.string()), text=name not in typed,
+                                           text_dtype=name in _TEXT_TIMESTAMPS[table]))
+    return series
+
+
+def _arrow_values(values: pa.Array, *, text: bool, text_dtype: bool, integers: bool = False,
+                  integer_nulls: bool = False) -> pd.Series:
     """The values the driver's way gives, from a column of one type (integers, text or NULLs):
     text columns as TEXT_DTYPE, a date column of text too (the extract takes it as text either
     way), other columns as the driver's Python values; "" is NULL. An integer column without a
     NULL is int64 (its values, read one by one, are the same Python ints): a Python object per
-    identifier weighed 270 MB at a million users."""
-    if values.null_count == len(values):  # a column of NULLs is typed as an integer by the driver
-        values = pa.chunked_array([pa.nulls(len(values), pa.string())], type=pa.string())
+    identifier weighed 270 MB at a million users. `integer_nulls`: NULLs of a column that holds
+    integers elsewhere (a batch of NULLs only), which the whole column would type as integers."""
+    if values.null_count == len(values):  # the driver types NULLs as integers
+        values = pa.nulls(len(values), pa.int64() if integer_nulls else pa.string())
     is_text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
     if is_text:
         values = pc.if_else(pc.equal(values, ""), pa.scalar(None, values.type), values)
@@ -257,6 +300,7 @@ def _arrow_values(values: pa.ChunkedArray, *, text: bool, text_dtype: bool, inte
     if not (is_text or pa.types.is_integer(values.type)):
         raise TypeError(f"unexpected column type {values.type}")
     if integers and values.null_count == 0 and pa.types.is_integer(values.type):
-        return pd.Series(values.to_numpy(), dtype=np.int64, copy=False)
-    objects = values.to_numpy().astype(object) if values.null_count == 0 else np.array(values.to_pylist(), dtype=object)
+        return pd.Series(values.to_numpy(zero_copy_only=False, writable=True), dtype=np.int64, copy=False)
+    objects = (values.to_numpy(zero_copy_only=False).astype(object) if values.null_count == 0
+               else np.array(values.to_pylist(), dtype=object))
     return pd.Series(objects, dtype=object, copy=False)

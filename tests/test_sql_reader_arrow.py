@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine
 
+from pipelines import sql_reader
 from pipelines.db import make_engine
 from pipelines.errors import InputError
 from pipelines.extract import ExtractConfig, extract, normalise_table
+from pipelines.frames import TEXT_DTYPE
 from pipelines.legacy_schema import LEGACY_TABLES, legacy_metadata
 from pipelines.sql_reader import _read_table, _read_table_arrow
 from pipelines.target_setup import init_target
@@ -68,16 +70,39 @@ def both_ways(path: Path, table: str) -> tuple[Any, Any]:
     return fast, slow
 
 
+# Batches of 1 and 2 rows: columns NULL through whole batches between integers or text, an
+# integer first and text later in a text column, each batch's pieces joined.
+BATCHES = [None, 1, 2]
+
+
+@pytest.fixture(params=BATCHES, ids=lambda rows: f"batches of {rows or 'default'}")
+def legacy_batch_rows(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    if request.param is not None:
+        monkeypatch.setattr(sql_reader, "LEGACY_BATCH_ROWS", request.param)
+    return int(sql_reader.LEGACY_BATCH_ROWS)
+
+
+# A delegating user on the last row only (NULL in whole batches before it, integers after).
+HABS_DELEGATED = [*HABS, (13, 1, "MAF", "73282932000074", "ADMIN", "N", "ACTIVE", "2021-03-01", None, None, 4)]
+
+
 @pytest.mark.parametrize("table", list(LEGACY_TABLES))
-def test_adbc_read_gives_the_extract_what_the_driver_gives(tmp_path: Path, table: str) -> None:
-    path = legacy_file(tmp_path)
+def test_adbc_read_gives_the_extract_what_the_driver_gives(tmp_path: Path, table: str,
+                                                           legacy_batch_rows: int) -> None:
+    path = legacy_file(tmp_path, habilitations=HABS_DELEGATED)
     fast, slow = both_ways(path, table)
     assert fast is not None  # these values are ones ADBC takes: the fast way is really used
     assert fast.locator == slow.locator
+    assert [fast.locator.row(i) for i in range(len(slow.frame))] == [slow.locator.row(i) for i in range(len(slow.frame))]
     for column in slow.frame.columns:  # same raw values (a date column as text either way)
         left, right = fast.frame[column], slow.frame[column]
         assert [None if pd.isna(v) else v for v in left] == [None if pd.isna(v) else v for v in right], column
         assert [type(v) for v in left.dropna()] == [type(v) for v in right.dropna()], column
+        # Python values as the driver gives them, NULL as None, except identifiers without NULL
+        # (int64) and text (a date column's too) in pandas' text dtype.
+        assert left.dtype in (right.dtype, np.int64, TEXT_DTYPE), column
+        if left.dtype == object:
+            assert all(v is None for v in left[left.isna()]), column
     fast_typed, slow_typed = normalised(table, fast), normalised(table, slow)
     assert isinstance(slow_typed, pd.DataFrame)
     assert isinstance(fast_typed, pd.DataFrame)
@@ -92,7 +117,7 @@ def test_adbc_read_gives_the_extract_what_the_driver_gives(tmp_path: Path, table
     (USERS[:1], [(-10, *HABS[0][1:])]),  # a negative identifier
 ])
 def test_bad_values_are_named_alike_either_way(tmp_path: Path, users: list[tuple[Any, ...]],
-                                               habilitations: list[tuple[Any, ...]]) -> None:
+                                               habilitations: list[tuple[Any, ...]], legacy_batch_rows: int) -> None:
     path = legacy_file(tmp_path, users=users, habilitations=habilitations)
     errors = []
     for table in ("utilisateurs", "habilitations"):
@@ -202,3 +227,54 @@ def test_identifiers_without_null_come_as_int64_not_python_objects(tmp_path: Pat
     assert slow.frame["id_habilitation"].dtype == object  # the driver's way: its own Python values
     assert fast.frame["id_delegant"].isna().any()  # NULLs: the driver's values, as before
     assert fast.frame["id_delegant"].dtype == object
+
+
+def test_a_column_null_through_the_first_batch_then_text_is_read_again_in_one_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The driver types a column from its first batch: NULL all through it is an integer, and the
+    text of a later batch is refused. The table is then read in one batch, as the driver's way."""
+    monkeypatch.setattr(sql_reader, "LEGACY_BATCH_ROWS", 2)
+    ends_later = [(*HABS[0][:8], None, *HABS[0][9:]), (*HABS[1][:8], None, *HABS[1][9:]), HABS[2],
+                  (13, 1, "MAF", None, "ADMIN", "N", "ACTIVE", "2021-03-01", "2031-12-31", None, None)]
+    path = legacy_file(tmp_path, habilitations=ends_later)
+    with caplog.at_level("INFO", logger="pipelines.sql_reader"):
+        fast, slow = both_ways(path, "habilitations")
+    assert fast is not None
+    assert any(r.getMessage().startswith("table habilitations: read again in one batch (ADBC: ")
+               for r in caplog.records)
+    assert [None if pd.isna(v) else v for v in fast.frame["date_fin"]] == [None, None, None, "2031-12-31"]
+    fast_typed, slow_typed = normalised("habilitations", fast), normalised("habilitations", slow)
+    assert isinstance(fast_typed, pd.DataFrame)
+    assert isinstance(slow_typed, pd.DataFrame)
+    pd.testing.assert_frame_equal(fast_typed, slow_typed)
+
+    caplog.clear()  # read in batches when no column is NULL through a whole first batch
+    monkeypatch.setattr(sql_reader, "LEGACY_BATCH_ROWS", 4)
+    with caplog.at_level("INFO", logger="pipelines.sql_reader"):
+        assert _read_table_arrow(make_engine(f"sqlite:///{path}"), "habilitations") is not None
+    assert not any("read again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_read_of_fewer_rows_than_the_table_holds_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the driver does, a table is never typed from part of its rows: the count of the
+    census must be met, else the table is read the driver's way."""
+    path = legacy_file(tmp_path)
+    batched = sql_reader._batched_values
+    monkeypatch.setattr(sql_reader, "_batched_values", lambda *args: {
+        name: values.iloc[:-1] for name, values in batched(*args).items()})
+    fast, slow = both_ways(path, "utilisateurs")
+    assert fast is None
+    assert len(slow.frame) == len(USERS)
+
+
+def test_nulls_of_a_batch_in_a_column_of_integers_stay_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A date column holding a number (an input error) and, in a batch of its own, only NULLs:
+    the whole column, as the driver gives it, is Python ints and None, not text and NaN."""
+    monkeypatch.setattr(sql_reader, "LEGACY_BATCH_ROWS", 1)
+    users = [USERS[0], (*USERS[1][:8], 1579078800, *USERS[1][9:])]
+    fast, slow = both_ways(legacy_file(tmp_path, users=users, habilitations=HABS[:1]), "utilisateurs")
+    assert fast is not None
+    left, right = fast.frame["date_derniere_connexion"], slow.frame["date_derniere_connexion"]
+    assert left.dtype == right.dtype == object
+    assert list(left) == list(right) == [None, 1579078800]
+    assert normalised("utilisateurs", fast) == normalised("utilisateurs", slow)  # the same input error
