@@ -8,6 +8,7 @@ selected, by either way of reading.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -59,22 +60,50 @@ def require_target_schema(engine: Engine) -> None:
         )
 
 
-def read_target(engine: Engine) -> dict[str, pd.DataFrame]:
-    """Every target table the reconciliation needs, read in one go (one snapshot on PostgreSQL).
+TableHook = Callable[[str, pd.DataFrame], pd.DataFrame]
+"""What becomes of each table as soon as it is read (say, hashed, then cut to the columns still
+needed), so that the whole target is never held at once; run again on every table if the read
+starts over the other way."""
+
+
+def read_target(engine: Engine, each: TableHook | None = None) -> dict[str, pd.DataFrame]:
+    """Every target table the reconciliation needs, read in one go (one snapshot on PostgreSQL),
+    each table as `each` makes it.
 
     Through ADBC when its driver takes the URL and the values (columnar, no Python object per
     value, the GIL released while it reads: several times faster); else through SQLAlchemy's
     driver, whose rows are typed chunk by chunk. Both give the same frames (a test compares them).
     """
     require_target_schema(engine)
-    frames = read_target_arrow(engine)
-    if frames is None:
-        frames = read_target_driver(engine)
+    try:
+        frames = read_target_arrow(engine, each)
+        if frames is None:
+            frames = read_target_driver(engine, each)
+    except _HookError as failed:
+        raise failed.original from None  # the hook's own error, not a reason to read the other way
     release_freed_memory()  # the drivers' batches, freed: 0.4 GB at a million users
     return frames
 
 
-def read_target_driver(engine: Engine) -> dict[str, pd.DataFrame]:
+class _HookError(Exception):
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def _made(table: Table, frame: pd.DataFrame, each: TableHook | None) -> pd.DataFrame:
+    if each is None:
+        return frame
+    try:
+        made = each(table.name, frame)
+    except Exception as exc:
+        raise _HookError(exc) from exc
+    del frame
+    release_freed_memory()  # what the hook let go of goes back before the next table is read
+    return made
+
+
+def read_target_driver(engine: Engine, each: TableHook | None = None) -> dict[str, pd.DataFrame]:
     """The tables through the SQLAlchemy engine's own driver (rows as tuples, typed per chunk)."""
     frames: dict[str, pd.DataFrame] = {}
     try:
@@ -84,7 +113,7 @@ def read_target_driver(engine: Engine) -> dict[str, pd.DataFrame]:
                 conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin(), gc_paused():
                 for table in _READ_TABLES:
-                    frames[table.name] = _read_table(conn, table)
+                    frames[table.name] = _made(table, _read_table(conn, table), each)
     except SQLAlchemyError as exc:
         raise _unreadable(engine, exc) from None
     return frames
@@ -190,7 +219,7 @@ def _select_sql(table: Table, dialect: Dialect) -> str:
 # --- through ADBC ---------------------------------------------------------------------------------
 
 
-def read_target_arrow(engine: Engine) -> dict[str, pd.DataFrame] | None:
+def read_target_arrow(engine: Engine, each: TableHook | None = None) -> dict[str, pd.DataFrame] | None:
     """The tables through an ADBC driver (SQLite, PostgreSQL), in one transaction; None when ADBC
     cannot do it (no driver for this database, a URL or option libpq does not take, a value of an
     unexpected type), and the caller reads through SQLAlchemy's driver instead."""
@@ -205,8 +234,10 @@ def read_target_arrow(engine: Engine) -> dict[str, pd.DataFrame] | None:
     try:
         with connection, connection.cursor() as cursor:
             for table in _READ_TABLES:
-                frames[table.name] = _read_table_arrow(cursor, table, engine.dialect)
+                frames[table.name] = _made(table, _read_table_arrow(cursor, table, engine.dialect), each)
             connection.rollback()  # it only read
+    except _HookError:
+        raise
     except Exception as exc:
         log.info("target read through SQLAlchemy's driver (ADBC: %s)", first_line(exc))
         return None
