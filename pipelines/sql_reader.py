@@ -89,8 +89,14 @@ class SqlLocator:
 
 @dataclass(frozen=True)
 class SqlTable:
-    frame: pd.DataFrame  # text columns as text, the others as driver values; NA for NULL and for ""
+    # Text columns as text, the others as driver values; NA for NULL and for "". A dict, so that
+    # the extract can give up each column once it is typed (`extract.normalise_read_columns`).
+    columns: dict[str, pd.Series]
     locator: SqlLocator
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.columns, copy=False)
 
 
 def read_sql_tables(url: str, then: Callable[[str, SqlTable], T]) -> tuple[dict[str, T], str]:
@@ -181,10 +187,9 @@ def _select(table: str) -> sa.Select[Any]:
 
 
 def _sql_table(table: str, series: dict[str, pd.Series]) -> SqlTable:
-    frame = pd.DataFrame(series, copy=False)
     key = UNIQUE_KEYS.get(table)
-    keys = frame[key].to_numpy() if key else ()
-    return SqlTable(frame, SqlLocator(f"table {table}", key, keys))
+    keys = series[key].to_numpy() if key else ()
+    return SqlTable(series, SqlLocator(f"table {table}", key, keys))
 
 
 # --- SQLite through ADBC ---------------------------------------------------------------------------

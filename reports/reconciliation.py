@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -499,9 +500,12 @@ def read_target_side(engine: Engine, config: ReconcileConfig) -> TargetSide:
         used = TARGET_COLUMNS_USED.get(name)
         return frame if used is None else frame[list(used)]
 
+    clock = time.perf_counter()
     with gc_paused():
         tables = read_target(engine, hash_then_cut)
-        return target_side(tables, config, tuple(hashed[table.name] for table in TARGET_TABLES))
+        side = target_side(tables, config, tuple(hashed[table.name] for table in TARGET_TABLES))
+    log.info("target read, hashed and its access worked out in %.1f s", time.perf_counter() - clock)
+    return side
 
 
 def target_side(tables: dict[str, pd.DataFrame], config: ReconcileConfig,

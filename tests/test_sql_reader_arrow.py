@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 from pipelines import sql_reader
 from pipelines.db import make_engine
 from pipelines.errors import InputError
-from pipelines.extract import ExtractConfig, extract, normalise_table
+from pipelines.extract import ExtractConfig, extract, normalise_read_columns, normalise_table
 from pipelines.frames import TEXT_DTYPE
 from pipelines.legacy_schema import LEGACY_TABLES, legacy_metadata
 from pipelines.sql_reader import _read_table, _read_table_arrow
@@ -107,6 +107,10 @@ def test_adbc_read_gives_the_extract_what_the_driver_gives(tmp_path: Path, table
     assert isinstance(slow_typed, pd.DataFrame)
     assert isinstance(fast_typed, pd.DataFrame)
     pd.testing.assert_frame_equal(fast_typed, slow_typed)
+    # The extract's way: each raw column given up as soon as it is typed, to the same frame.
+    given_up = dict(fast.columns)
+    pd.testing.assert_frame_equal(normalise_read_columns(table, given_up, fast.locator), slow_typed)
+    assert given_up == {}
 
 
 @pytest.mark.parametrize(("users", "habilitations"), [
