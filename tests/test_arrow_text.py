@@ -95,12 +95,14 @@ def test_arrow_timestamps_are_the_reference_timestamps(values: list[str | None])
 
 
 @SETTINGS
-@given(st.lists(st.one_of(_near_dates(), st.text(max_size=12)), max_size=40))
-def test_parse_arrow_timestamps_gives_the_reference_statuses(texts: list[str]) -> None:
+@given(st.lists(st.one_of(_near_dates(), st.text(max_size=12)), max_size=40), st.one_of(st.none(), st.integers(1, 7)))
+@example(["2024-01-01", "2023-05-05", "x", "05/04/2022 10:20", "1500-01-01", "", "2022-02-02"], 2)
+def test_parse_arrow_timestamps_gives_the_reference_statuses(texts: list[str], chunk_rows: int | None) -> None:
+    """Whole or a few rows at a time (each chunk an offset slice of the Arrow array)."""
     objects = np.array(texts, dtype=object)
     reference_stamps, reference_status = extract.parse_timestamp_texts(objects)
 
-    stamps, status = extract.parse_arrow_timestamps(pa.array(texts, pa.string()))
+    stamps, status = extract.parse_arrow_timestamps(pa.array(texts, pa.string()), chunk_rows)
 
     np.testing.assert_array_equal(stamps, reference_stamps)
     np.testing.assert_array_equal(status, reference_status)
