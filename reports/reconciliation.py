@@ -898,15 +898,19 @@ class _TupleSpace:
         starts = np.flatnonzero(np.r_[True, app[1:] != app[:-1]])
         ends = np.r_[starts[1:], len(app)]
         try:  # the lines joined in C (Arrow), a few seconds less at a million users
-            text = pc.binary_join_element_wise(
-                pc.cast(pa.array(users), pa.string()), *(
-                    pa.array(codes.text, pa.string()).take(pa.array(picked))
-                    for codes, picked in ((self.app, app), (self.siret, siret), (self.role, role))),
-                "\t")
-            return {
-                str(self.app.raw[app[start]]): hashlib.sha256(text_bytes(text.slice(start, end - start))).hexdigest()
-                for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
-            }
+            texts = [(pa.array(codes.text, pa.string()), picked)
+                     for codes, picked in ((self.app, app), (self.siret, siret), (self.role, role))]
+            digests: dict[str, str] = {}
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                digest = hashlib.sha256()
+                # A slice of lines at a time: the lines of two million tuples weighed 0.2 GB.
+                for first in range(start, end, CONTROL_HASH_CHUNK_ROWS):
+                    last = min(first + CONTROL_HASH_CHUNK_ROWS, end)
+                    digest.update(text_bytes(pc.binary_join_element_wise(
+                        pc.cast(pa.array(users[first:last]), pa.string()),
+                        *(text.take(pa.array(picked[first:last])) for text, picked in texts), "\t")))
+                digests[str(self.app.raw[app[start]])] = digest.hexdigest()
+            return digests
         except ARROW_REFUSALS:  # a value Arrow cannot hold (a lone surrogate): one Python string per line
             pass
         lines = list(map("\t".join, zip(map(str, users.tolist()), self.app.text[app].tolist(),
@@ -916,6 +920,10 @@ class _TupleSpace:
             str(self.app.raw[app[start]]): _sha256_text("\n".join(lines[start:end]) + "\n")
             for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
         }
+
+
+# Lines joined and hashed at a time in control_hashes (a digest is the same whatever the slices).
+CONTROL_HASH_CHUNK_ROWS = 262_144
 
 
 def _order_by(keys: Sequence[tuple[npt.NDArray[np.int64], int]]) -> npt.NDArray[np.intp]:

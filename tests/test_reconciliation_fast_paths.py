@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipelines.arrow_text import factorized
@@ -46,9 +46,11 @@ _TUPLES = st.lists(st.tuples(st.integers(0, 2**62), st.sampled_from(["EDOF", "MA
 
 
 @SETTINGS
-@given(_TUPLES, st.booleans())
+@given(_TUPLES, st.booleans(), st.sampled_from([None, 1, 2, 3]))
+@example([(1, "EDOF", "Z", "R"), (2, "EDOF", "Z", "A"), (3, "EDOF", None, "R"), (1, "MAF", "", "é")], False, 2)
 def test_control_hashes_follow_their_definition(rows: list[tuple[int, str, str | None, str | None]],
-                                                 lexsort: bool) -> None:
+                                                 lexsort: bool, chunk_rows: int | None) -> None:
+    """Also with the lines hashed a few at a time."""
     from reports import reconciliation
 
     frame = pd.DataFrame(rows or None, columns=["legacy_user_id", "application_code", "siret", "role"])
@@ -56,6 +58,8 @@ def test_control_hashes_follow_their_definition(rows: list[tuple[int, str, str |
     with pytest.MonkeyPatch.context() as patch:
         if lexsort:  # as when the keys' sizes multiply beyond 63 bits
             patch.setattr(reconciliation, "_order_by", lambda keys: np.lexsort(tuple(c for c, _ in reversed(keys))))
+        if chunk_rows is not None:
+            patch.setattr(reconciliation, "CONTROL_HASH_CHUNK_ROWS", chunk_rows)
         assert reconciliation.control_hashes(frame) == reference_control_hashes(rows)
 
 
