@@ -154,13 +154,15 @@ def test_fixed_width_matrix_and_terminated_bytes() -> None:
     assert bytes(terminated_bytes(pa.array([], pa.string()), "\n")) == b""
 
 
+@pytest.mark.parametrize("dtype", [TEXT_DTYPE, "category"])
 @SETTINGS
-@given(st.lists(st.one_of(st.none(), st.sampled_from(["EDOF", "MAF", "", "é\u0301", "a\\tb"]), st.text(max_size=4)),
-                max_size=40))
-def test_shared_objects_equal_to_numpy_with_one_string_per_distinct_value(values: list[str | None]) -> None:
+@given(values=st.lists(st.one_of(st.none(), st.sampled_from(["EDOF", "MAF", "", "é\u0301", "a\\tb"]),
+                                 st.text(max_size=4)), max_size=40))
+def test_shared_objects_equal_to_numpy_with_one_string_per_distinct_value(values: list[str | None],
+                                                                          dtype: object) -> None:
     from pipelines.arrow_text import shared_objects
 
-    column = pd.Series(values, dtype=TEXT_DTYPE)
+    column = pd.Series(values, dtype=TEXT_DTYPE).astype(dtype)  # categories of text, as validate makes
     shared = shared_objects(column)
     reference = column.to_numpy(dtype=object)
     assert shared.dtype == object
