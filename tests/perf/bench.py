@@ -12,8 +12,10 @@ For each size N it generates (once, then reuses) a legacy export with
   the subprocess's wall time (interpreter start and imports included);
 - rows per second: legacy records per second for extract, validate, transform and reconcile,
   target rows written per second for load;
-- the subprocess's peak resident memory (os.wait4's rusage of that very child; the PostgreSQL
-  server's own memory is not included);
+- the subprocess's peak resident memory: the high-water mark (VmHWM) of its own memory as last
+  read in /proc before it ended, or a higher sampled VmRSS; the PostgreSQL server's own memory
+  is not included. Not os.wait4's ru_maxrss: Linux counts in it the memory of the process that
+  forked the child (this benchmark, which holds the floors' rows) up to the exec;
 - two floors measured in the same run on the same engine: a plain bulk insert of the very rows
   the run wrote (read back from the target, then COPY ... FROM STDIN in binary into PostgreSQL,
   executemany in one transaction into SQLite, into the empty tables of a fresh target with the
@@ -199,37 +201,45 @@ def postgres_server(engines: Sequence[str], work: Path) -> Iterator[str | None]:
 # --- one run -------------------------------------------------------------------------------
 
 def run_subprocess(argv: list[str], stdout: Path, stderr: Path) -> tuple[int, float, float, list[tuple[float, float]]]:
-    """Runs argv; returns its exit status, wall seconds, peak RSS in MiB (of this child alone) and
-    its RSS sampled every RSS_SAMPLE_SECONDS as (UNIX time, MiB) pairs (Linux /proc; else none)."""
+    """Runs argv; returns its exit status, wall seconds, peak RSS in MiB (of this child alone: see
+    the module docstring) and its RSS sampled every RSS_SAMPLE_SECONDS as (UNIX time, MiB) pairs
+    (Linux /proc; else none, and the peak is os.wait4's ru_maxrss)."""
     started = time.perf_counter()
     samples: list[tuple[float, float]] = []
+    high_water: list[float] = []
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(argv, stdout=out, stderr=err)
         done = threading.Event()
-        sampler = threading.Thread(target=_sample_rss, args=(process.pid, done, samples), daemon=True)
+        sampler = threading.Thread(target=_sample_rss, args=(process.pid, done, samples, high_water), daemon=True)
         sampler.start()
         _pid, status, usage = os.wait4(process.pid, 0)
         done.set()
         sampler.join()
         process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    return process.returncode, wall, usage.ru_maxrss / 1024, samples  # Linux: ru_maxrss in KiB
+    if not high_water:
+        return process.returncode, wall, usage.ru_maxrss / 1024, samples  # Linux: ru_maxrss in KiB
+    return process.returncode, wall, max(high_water[-1], *(mib for _, mib in samples)), samples
 
 
 RSS_SAMPLE_SECONDS = 0.2
 
 
-def _sample_rss(pid: int, done: threading.Event, samples: list[tuple[float, float]]) -> None:
+def _sample_rss(pid: int, done: threading.Event, samples: list[tuple[float, float]], high_water: list[float]) -> None:
+    """VmRSS every RSS_SAMPLE_SECONDS into `samples`, and VmHWM into `high_water` (a high-water
+    mark of the child's own memory, which an exec starts afresh), read at once from the start."""
     status = Path(f"/proc/{pid}/status")
-    while not done.wait(RSS_SAMPLE_SECONDS):
+    while True:
         try:
             text = status.read_text()
         except OSError:
             return
-        for line in text.splitlines():
-            if line.startswith("VmRSS:"):
-                samples.append((time.time(), int(line.split()[1]) / 1024))
-                break
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if "VmRSS" in fields and "VmHWM" in fields:
+            samples.append((time.time(), int(fields["VmRSS"].split()[0]) / 1024))
+            high_water.append(int(fields["VmHWM"].split()[0]) / 1024)
+        if done.wait(RSS_SAMPLE_SECONDS):
+            return
 
 
 def stage_peaks(samples: list[tuple[float, float]], out_dir: Path) -> dict[str, float]:
