@@ -1336,7 +1336,3 @@ def target_table_evidence(name: str, frame: pd.DataFrame) -> TableEvidence:
 
 
 _TARGET_TABLE_NAMES = {table.name: table for table in TARGET_TABLES}
-
-
-def target_evidence(target: dict[str, pd.DataFrame]) -> tuple[TableEvidence, ...]:
-    return tuple(target_table_evidence(table.name, target[table.name]) for table in TARGET_TABLES)
