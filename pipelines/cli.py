@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from pipelines.errors import EXIT_BAD_INPUT, MigrationError
-from pipelines.memory import use_returning_arrow_pool
+from pipelines.memory import use_returning_arrow_pool, use_returning_malloc
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def echo_result(result: Any) -> None:
 def main(debug: bool, verbose: int) -> None:
     """Migrate Mes Démarches Emploi et Formation users and habilitations into EFP Connect."""
     use_returning_arrow_pool()
+    use_returning_malloc()
     level = logging.WARNING - 10 * min(verbose, 2)
     root = logging.getLogger()
     handler = next((h for h in root.handlers if isinstance(h, _StderrHandler)), None)

@@ -51,6 +51,7 @@ def _libc() -> Any:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     except (OSError, AttributeError):  # not glibc: nothing to trim
         return None
     return libc
@@ -73,3 +74,24 @@ def use_returning_arrow_pool() -> None:
     except NotImplementedError:
         return
     pa.set_memory_pool(pool)
+
+
+# glibc's mallopt parameter for the size from which an allocation is its own mapping.
+_M_MMAP_THRESHOLD = -3
+# Blocks of 1 MiB and more (any array of more than 131,072 values) are mapped on their own and
+# unmapped when freed. Smaller ones stay in glibc's heap, where they are cheap (measured at a
+# million users: 256 KiB was as lean, and slower).
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def use_returning_malloc() -> None:
+    """glibc gives a freed large block back to the system at once, whatever came before it.
+
+    By default glibc raises its mmap threshold to the size of each large block freed (up to
+    32 MiB), after which blocks of that size come from its heap, whose freed memory mostly stays
+    in the process: at a million users the reconciliation's peak was 0.3 GB above what it held.
+    Setting the threshold turns that adjustment off. Left as it is when MALLOC_MMAP_THRESHOLD_
+    (glibc's own setting) is in the environment, or without glibc."""
+    if _LIBC is None or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return
+    _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)

@@ -53,3 +53,44 @@ def test_the_command_line_allocates_arrow_memory_through_a_pool_that_gives_it_ba
     shown = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
                            cwd=Path(__file__).resolve().parents[1])
     assert shown.stdout.strip().splitlines()[-1] == backend
+
+
+# After the command line has set things up: a block of 8 MiB is allocated and freed (by default
+# glibc then serves blocks up to 8 MiB from its heap), then one of 3 MiB; how much of it glibc
+# mapped on its own says whether it will go back to the system when freed.
+_MAPPED_PROBE = """
+import ctypes
+from pipelines import memory
+from pipelines.cli import main
+main(['status', '--help'], standalone_mode=False)
+class Mallinfo(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                'arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost'.split()]
+libc = memory._LIBC
+libc.mallinfo2.restype = Mallinfo
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+libc.free(libc.malloc(8 << 20))
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(3 << 20)
+print('MAPPED', libc.mallinfo2().hblkhd - before)
+libc.free(block)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or memory._LIBC is None
+                    or not hasattr(memory._LIBC, "mallinfo2"), reason="glibc 2.33 or later only")
+@pytest.mark.parametrize(("threshold", "mapped"), [(None, True), (str(32 << 20), False)])
+def test_the_command_line_has_glibc_give_large_freed_blocks_back(threshold: str | None, mapped: bool) -> None:
+    """A large block is its own mapping whatever was freed before (glibc's default raises the bar
+    to each large block freed, and the heap it then serves them from kept 0.3 GB at a million
+    users); MALLOC_MMAP_THRESHOLD_ in the environment is left as asked."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    if threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = threshold
+    shown = subprocess.run([sys.executable, "-c", _MAPPED_PROBE], env=env, capture_output=True, text=True,
+                           check=True, cwd=Path(__file__).resolve().parents[1])
+    grew = int(shown.stdout.strip().splitlines()[-1].removeprefix("MAPPED "))
+    assert (grew >= 3 << 20) is mapped, f"mapped {grew} bytes of a 3 MiB block"

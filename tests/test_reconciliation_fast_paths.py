@@ -98,3 +98,64 @@ def test_register_rows_are_made_when_read_and_equal_the_whole_tuple(monkeypatch:
         rows[7]
     assert not RegisterRows(register.iloc[0:0])
     assert RegisterRows(register.iloc[0:0]) == ()
+
+
+_HABILITATIONS = st.lists(st.tuples(
+    st.sampled_from([1, 2, 3, 4]),  # id_utilisateur: 3 is deleted, 4 merged into 1
+    st.one_of(st.none(), st.sampled_from(["EDOF", "OLD_EDOF", "MAF", "RETIRED"])),
+    st.one_of(st.none(), st.sampled_from(["12345678901234", "123 456 789 01234", "", "  ", "98765432109876"])),
+    st.one_of(st.none(), st.sampled_from(["Gestionnaire", "gestionnaire", "zzz", ""])),
+    st.sampled_from(["ACTIVE", "EN_ATTENTE", "REVOQUEE"]),
+    st.sampled_from([None, "2020-01-01", "2030-01-01"]),  # date_fin
+), max_size=30)
+
+
+@SETTINGS
+@given(_HABILITATIONS)
+@example([(4, "OLD_EDOF", "123 456 789 01234", "gestionnaire", "ACTIVE", None),
+          (1, "EDOF", "  ", None, "ACTIVE", "2030-01-01"), (2, None, None, "zzz", "ACTIVE", None)])
+def test_legacy_access_is_each_effective_habilitation_as_its_definition_says(
+    rows: list[tuple[int, str | None, str | None, str | None, str, str | None]],
+) -> None:
+    """legacy_access works on the codes of whole columns; row by row, in plain Python, the same
+    rows and values come out."""
+    from dataclasses import replace
+    from datetime import datetime
+
+    from mappings.mapping import load_mapping
+    from pipelines.frames import LegacyFrames
+    from reports.reconciliation import legacy_access
+
+    mapping = load_mapping(None)
+    mapping = replace(mapping, application_codes={**mapping.application_codes, "OLD_EDOF": "EDOF"})
+    as_of = datetime(2025, 6, 1)
+    habs = pd.DataFrame({
+        "id_habilitation": pd.Series(range(10, 10 + len(rows)), dtype="int64"),
+        "id_utilisateur": pd.Series([r[0] for r in rows], dtype="int64"),
+        "code_application": pd.Series([r[1] for r in rows], dtype=TEXT_DTYPE),
+        "siret": pd.Series([r[2] for r in rows], dtype=TEXT_DTYPE),
+        "role": pd.Series([r[3] for r in rows], dtype=TEXT_DTYPE),
+        "statut": pd.Series([r[4] for r in rows], dtype=TEXT_DTYPE),
+        "date_debut": pd.Series([datetime(2024, 1, 1)] * len(rows), dtype="datetime64[ns]"),
+        "date_fin": pd.to_datetime(pd.Series([r[5] for r in rows], dtype=object)).astype("datetime64[ns]"),
+    })
+    users = pd.DataFrame({"id_utilisateur": pd.Series([1, 2, 3, 4], dtype="int64"),
+                          "statut": pd.Series(["ACTIF", "ACTIF", "SUPPRIME", "ACTIF"], dtype=TEXT_DTYPE)})
+    apps = pd.DataFrame({"code_application": pd.Series(["EDOF", "OLD_EDOF", "MAF", "RETIRED"], dtype=TEXT_DTYPE),
+                         "actif": [True, True, True, False]})
+    frames = LegacyFrames(utilisateurs=users, etablissements=pd.DataFrame(), applications=apps, habilitations=habs)
+    merged_into = pd.Series([1], index=[4], dtype="int64")
+
+    made = legacy_access(frames, mapping, merged_into, as_of)
+
+    expected = []
+    for number, (user, code, siret, label, state, end) in enumerate(rows):
+        if (state != "ACTIVE" or user == 3 or code not in ("EDOF", "OLD_EDOF", "MAF")
+                or (end is not None and datetime.fromisoformat(end) <= as_of)):
+            continue
+        application = mapping.application_codes.get(code, code)
+        digits = None if siret is None else "".join(siret.split())
+        role = mapping.canonical_role(application, label)
+        expected.append((10 + number, user, 1 if user == 4 else user, application, digits or None,
+                         role if role is not None else label))
+    assert list(made.astype(object).where(made.notna(), None).itertuples(index=False, name=None)) == expected
