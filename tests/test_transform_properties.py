@@ -184,3 +184,37 @@ def test_access_groups_only_duplicates_and_agrees_with_grouping_everything(rows:
         shared = [column for column in expected.columns if column in made.columns]
         assert len(shared) == (5 if kind == "ACTIVE" else 3)
         pd.testing.assert_frame_equal(made[shared].reset_index(drop=True), expected[shared], check_dtype=False)
+
+
+def test_each_habilitation_exception_detail_is_made_from_its_own_row() -> None:
+    """Each reason's text is made for the rows of that reason only, and each row gets its own."""
+    from pipelines.exception_details import describe
+    from pipelines.frames import TEXT_DTYPE
+
+    reasons = ["NOT_GRANTED", "ORPHAN_USER", "USER_DELETED", "USER_REJECTED", "ORPHAN_APPLICATION",
+               "APPLICATION_RETIRED", "APPLICATION_UNMAPPED", "MISSING_SIRET", "ORPHAN_ESTABLISHMENT",
+               "ESTABLISHMENT_REJECTED", "ROLE_UNMAPPED", "EXPIRED", "DUPLICATE_ACCESS", "ORPHAN_ESTABLISHMENT",
+               "ROLE_UNMAPPED"]
+    n = len(reasons)
+    decided = pd.DataFrame({
+        "reason_code": pd.Categorical(reasons),
+        "holder_id": pd.Series(range(500, 500 + n), dtype="int64"),
+        "statut": pd.Series(["REFUSEE"] * n, dtype=TEXT_DTYPE),
+        "siret": pd.Categorical(["12345678901234"] * (n - 2) + [None, "98765432109876"]),
+        "role_label": pd.Series(["Chef"] * (n - 1) + [None], dtype=TEXT_DTYPE),
+        "application_code": pd.Categorical(["EDOF"] * n),
+        "date_fin": pd.Series([pd.Timestamp("2024-03-01")] * n, dtype="datetime64[ns]"),
+        "merged_into": pd.array([None] * 12 + [41] + [None] * 2, dtype="Int64"),
+    }).set_axis(pd.Index(range(900, 900 + n), name="id_habilitation"))
+
+    detail = describe("habilitation", decided, frames=None)  # type: ignore[arg-type]
+
+    assert detail.tolist() == [
+        "statut REFUSEE", "id_utilisateur 501 absent de l'extraction", "id_utilisateur 502 supprimé",
+        "id_utilisateur 503 rejeté", "application absente de l'extraction", "application retirée",
+        "application sans correspondance", "usager PRO sans SIRET", "SIRET 12345678901234 absent des établissements",
+        "SIRET 12345678901234 rejeté", "rôle 'Chef' inconnu pour EDOF",
+        "accès échu à la date d'arrêté (date_fin 2024-03-01)", "doublon de id_habilitation 41",
+        "SIRET NULL absent des établissements", "rôle 'NULL' inconnu pour EDOF",
+    ]
+    assert detail.index.equals(decided.index)
