@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -417,8 +417,17 @@ def reconcile(config: ReconcileConfig) -> ReconciliationReport:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-target-read") as pool:
             reading = pool.submit(read_target_side, engine, config)
             legacy = extract_legacy(config.source)
+            inputs, tables = legacy.inputs, {name: legacy.frames.table(name) for name in LEGACY_FRAME_COLUMNS}
+            frames = legacy_columns_used(legacy.frames, config.show_personal_data)
+            del legacy
+            # The legacy evidence is hashed in the same thread once the target side is done
+            # (queued behind it), while this one compares; the whole tables are that thread's
+            # alone, each let go once hashed, so the columns only the evidence reads go early.
+            hashing = pool.submit(_legacy_evidence_letting_go, tables)
+            del tables
             side = reading.result()
-        return reconcile_frames(legacy.frames, engine, config, inputs=legacy.inputs, mapping=mapping, target=side)
+            return reconcile_frames(frames, engine, config, inputs=inputs, mapping=mapping, target=side,
+                                    legacy_hashing=hashing)
     finally:
         engine.dispose()
 
@@ -431,15 +440,18 @@ def reconcile_frames(
     inputs: LegacyInputs | None = None,
     mapping: Mapping | None = None,
     target: TargetSide | None = None,
+    legacy_hashing: Future[tuple[TableEvidence, ...]] | None = None,
 ) -> ReconciliationReport:
     """Reconciles legacy frames (as the extract gives them) with the target as it now stands
-    (`target`: as _read_target_side gave it for this very configuration, else read here)."""
+    (`target`: as _read_target_side gave it for this very configuration, else read here).
+    `legacy_hashing`: the evidence of the whole legacy tables, being hashed elsewhere; then
+    `frames` need only hold LEGACY_COLUMNS_USED."""
     started_at = config.started_at or paris_now()
     mapping = mapping if mapping is not None else load_mapping(config.mappings_dir)
     inputs = inputs if inputs is not None else LegacyInputs(source_display=_display(config.source))
     config = _naive_as_of(config)
     with gc_paused():
-        return _reconcile(frames, engine, config, inputs, mapping, started_at, target)
+        return _reconcile(frames, engine, config, inputs, mapping, started_at, target, legacy_hashing)
 
 
 def _naive_as_of(config: ReconcileConfig) -> ReconcileConfig:
@@ -450,15 +462,17 @@ def _naive_as_of(config: ReconcileConfig) -> ReconcileConfig:
 
 
 def _reconcile(frames: LegacyFrames, engine: Engine, config: ReconcileConfig, inputs: LegacyInputs,
-               mapping: Mapping, started_at: datetime, target: TargetSide | None) -> ReconciliationReport:
+               mapping: Mapping, started_at: datetime, target: TargetSide | None,
+               legacy_hashing: Future[tuple[TableEvidence, ...]] | None) -> ReconciliationReport:
     side = target if target is not None else read_target_side(engine, config)
     # The legacy evidence is hashed in a second thread while this one compares (the target's was
-    # hashed as it was read). The frames are only read, that thread through its own shallow copies
-    # (no data copied): pandas may reorganise a frame's blocks in place, which must not happen
-    # under another thread's feet.
+    # hashed as it was read), unless the caller has it hashed already. The frames are only read,
+    # that thread through its own shallow copies (no data copied): pandas may reorganise a frame's
+    # blocks in place, which must not happen under another thread's feet.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-evidence") as pool:
-        legacy_hashing = pool.submit(legacy_evidence, LegacyFrames(**{
-            name: frames.table(name).copy(deep=False) for name in LEGACY_FRAME_COLUMNS}))
+        if legacy_hashing is None:
+            legacy_hashing = pool.submit(_legacy_evidence_letting_go, {
+                name: frames.table(name).copy(deep=False) for name in LEGACY_FRAME_COLUMNS})
         report = _compare_and_report(frames, config, inputs, mapping, started_at, side)
         evidence = legacy_hashing.result() + side.evidence
     ended_at = config.ended_at or paris_now()  # once the evidence, the last part, is done
@@ -1336,11 +1350,42 @@ def _legacy_kind(table: str, column: str) -> str:
 
 
 def legacy_evidence(frames: LegacyFrames) -> tuple[TableEvidence, ...]:
-    return tuple(
-        table_evidence("legacy", name, frames.table(name), {c: _legacy_kind(name, c) for c in columns},
-                       LEGACY_ORDER_KEYS.get(name))
-        for name, columns in LEGACY_FRAME_COLUMNS.items()
-    )
+    return tuple(_legacy_table_evidence(name, frames.table(name)) for name in LEGACY_FRAME_COLUMNS)
+
+
+def _legacy_table_evidence(name: str, frame: pd.DataFrame) -> TableEvidence:
+    return table_evidence("legacy", name, frame, {c: _legacy_kind(name, c) for c in LEGACY_FRAME_COLUMNS[name]},
+                          LEGACY_ORDER_KEYS.get(name))
+
+
+def _legacy_evidence_letting_go(tables: dict[str, pd.DataFrame]) -> tuple[TableEvidence, ...]:
+    """legacy_evidence of the tables, each taken out of `tables` as it is hashed: where nothing
+    else holds it, it goes then (the columns the comparison does not read)."""
+    evidence = []
+    for name in LEGACY_FRAME_COLUMNS:
+        evidence.append(_legacy_table_evidence(name, tables.pop(name)))
+    return tuple(evidence)
+
+
+# The legacy columns the comparison reads; the others only the evidence (names and first names
+# also show holders, with --show-personal-data). At a million users the others weigh 0.2 GB.
+LEGACY_COLUMNS_USED: dict[str, tuple[str, ...]] = {
+    "utilisateurs": ("id_utilisateur", "courriel", "statut"),
+    "etablissements": ("siret",),
+    "applications": ("code_application", "actif"),
+    "habilitations": ("id_habilitation", "id_utilisateur", "code_application", "siret", "role", "statut",
+                      "date_debut", "date_fin"),
+}
+HOLDER_COLUMNS = ("nom", "prenom")
+
+
+def legacy_columns_used(frames: LegacyFrames, show_personal_data: bool) -> LegacyFrames:
+    """The frames cut to LEGACY_COLUMNS_USED (no data copied)."""
+    def used(name: str) -> list[str]:
+        holders = HOLDER_COLUMNS if name == "utilisateurs" and show_personal_data else ()
+        return [*LEGACY_COLUMNS_USED[name], *holders]
+
+    return LegacyFrames(**{name: frames.table(name)[used(name)] for name in LEGACY_FRAME_COLUMNS})
 
 
 def target_table_evidence(name: str, frame: pd.DataFrame) -> TableEvidence:
