@@ -6,7 +6,7 @@ normalising or looking up, never deciding: every decision comes from the rule ev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -138,7 +138,7 @@ def habilitation_facts(
     )
 
 
-def _coded(codes: npt.NDArray[np.integer], values: Sequence[Any]) -> Any:
+def _coded(codes: npt.NDArray[np.integer], values: Any) -> Any:
     """A text column given as codes into its distinct `values` (-1: missing), as a categorical."""
     return pd.Categorical.from_codes(codes, categories=pd.Index(values, dtype="str"))
 
@@ -198,5 +198,5 @@ def _canonical_roles(efp_code: pd.Series, label: pd.Series, mapping: Mapping) ->
             continue
         value = labels[lab]
         answers.append(mapping.canonical_role(str(apps[app]), None if pd.isna(value) else str(value)))
-    role_codes, roles = pd.factorize(pd.array(answers, dtype="str"))  # several pairs may give one role
+    role_codes, roles = pd.factorize(pd.Series(answers, dtype="str"))  # several pairs may give one role
     return _coded(role_codes[pair_codes], roles)
