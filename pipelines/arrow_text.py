@@ -35,8 +35,14 @@ def arrow_strings(values: pd.Series, *, nulls: str | None = None) -> pa.Array | 
 
 def factorized(values: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
     """pd.factorize(values, use_na_sentinel=True) as (codes, uniques), for an Arrow-backed column
-    through Arrow's dictionary encoding (no Python string per row). Codes may be numbered in
-    another order than pandas' (both number distinct values, -1 for missing)."""
+    through Arrow's dictionary encoding (no Python string per row), for a categorical through its
+    codes. Codes may be numbered in another order than pandas' (both number distinct values, -1
+    for missing)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):  # its codes, of the categories it uses
+        used = values.cat.remove_unused_categories()
+        category_codes = np.asarray(used.cat.codes, dtype=np.int64)
+        categories: npt.NDArray[np.object_] = used.cat.categories.to_numpy(dtype=object)
+        return category_codes, categories
     strings = _arrow_array(values)
     if strings is None:
         codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)

@@ -22,13 +22,15 @@ _TUPLE_TEXTS = st.lists(st.one_of(st.none(), st.sampled_from(["EDOF", "a\\b", "t
 
 
 @SETTINGS
-@given(_TUPLE_TEXTS, _TUPLE_TEXTS, st.sampled_from([TEXT_DTYPE, object]))
+@given(_TUPLE_TEXTS, _TUPLE_TEXTS, st.sampled_from([TEXT_DTYPE, object, "category"]))
 def test_text_codes_of_arrow_and_object_parts_stand_for_the_values(
     first: list[str | None], second: list[str | None], first_dtype: object
 ) -> None:
     from reports.reconciliation import _escape_tuple_text, _TextCodes
 
     parts = [pd.Series(first, dtype=first_dtype), pd.Series(second, dtype=object)]
+    if first_dtype == "category":  # as after a filter: a category no row holds
+        parts[0] = parts[0].cat.add_categories(["held by no row"])
     codes = _TextCodes.of(parts)
 
     assert codes.raw[codes.codes].tolist() == [None if v is None else v for v in [*first, *second]]
@@ -38,6 +40,7 @@ def test_text_codes_of_arrow_and_object_parts_stand_for_the_values(
     for part in parts:
         part_codes, uniques = factorized(part)
         assert [None if c < 0 else uniques[c] for c in part_codes] == part.astype(object).where(part.notna(), None).tolist()
+        assert sorted(uniques.tolist()) == sorted(set(part.dropna().tolist()))  # each value used, once
 
 
 _TUPLES = st.lists(st.tuples(st.integers(0, 2**62), st.sampled_from(["EDOF", "MAF", "SOFFI"]),
