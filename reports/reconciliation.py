@@ -47,16 +47,24 @@ from sqlalchemy import (
 import pipelines
 from mappings.mapping import Mapping, load_mapping
 from mappings.normalize import siret_digits
-from pipelines.arrow_text import factorized, shared_objects
+from pipelines.arrow_text import factorized
 from pipelines.db import make_engine, mask_text, mask_url
 from pipelines.errors import ConfigurationError
-from pipelines.frames import LEGACY_FRAME_COLUMNS, LegacyFrames
+from pipelines.frames import LEGACY_FRAME_COLUMNS, TEXT_DTYPE, LegacyFrames
 from pipelines.legacy_schema import BOOLEAN_COLUMNS, DATE_COLUMNS, INTEGER_COLUMNS, TIMESTAMP_COLUMNS
 from pipelines.memory import gc_paused
 from pipelines.target_schema import ORIGIN_MIGRATION, TARGET_TABLES
 from pipelines.timeutil import PARIS, paris_now
-from reports.evidence import ARROW_REFUSALS, REDACTED, REDACTED_COLUMNS, canonical_digest, text_bytes
-from reports.target_reader import column_kind, read_target, require_target_schema
+from reports.evidence import (
+    ARROW_REFUSALS,
+    REDACTED,
+    REDACTED_COLUMNS,
+    KeyOrderedDigest,
+    NotInKeyOrderError,
+    canonical_digest,
+    text_bytes,
+)
+from reports.target_reader import NotStreamableError, column_kind, read_target, require_target_schema
 
 log = logging.getLogger(__name__)
 
@@ -505,7 +513,8 @@ TARGET_COLUMNS_USED: dict[str, tuple[str, ...]] = {
 
 
 def read_target_side(engine: Engine, config: ReconcileConfig) -> TargetSide:
-    """The target read, each table hashed as soon as it is read then cut to the columns used."""
+    """The target read, each table hashed as it is read (batch by batch where its rows come in
+    key order), then cut to the columns used."""
     hashed: dict[str, TableEvidence] = {}
 
     def hash_then_cut(name: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -516,7 +525,7 @@ def read_target_side(engine: Engine, config: ReconcileConfig) -> TargetSide:
 
     clock = time.perf_counter()
     with gc_paused():
-        tables = read_target(engine, hash_then_cut)
+        tables = read_target(engine, hash_then_cut, lambda name: _hashing_sink(name, hashed))
         side = target_side(tables, config, tuple(hashed[table.name] for table in TARGET_TABLES))
     log.info("target read, hashed and its access worked out in %.1f s", time.perf_counter() - clock)
     return side
@@ -530,8 +539,10 @@ def target_side(tables: dict[str, pd.DataFrame], config: ReconcileConfig,
                 if run is not None else all_exceptions.iloc[0:0])
     register = _sorted_register(register)
     access = target_access(tables["entitlements"], tables["accounts"], config.as_of)
-    # Once the access tuples are made, the entitlements' identifiers are all the counts need.
-    tables = {**tables, "entitlements": tables["entitlements"][["legacy_habilitation_id"]]}
+    # Once the access tuples are made, the entitlements' identifiers are all the counts need; of
+    # the exceptions, only the run's register is read (every run's rows, each with its text).
+    tables = {**{name: frame for name, frame in tables.items() if name != "migration_exceptions"},
+              "entitlements": tables["entitlements"][["legacy_habilitation_id"]]}
     return TargetSide(tables=tables, run=run, register=register, register_rows=RegisterRows(register),
                       access=access, evidence=evidence)
 
@@ -705,11 +716,6 @@ def _merged_users(register: pd.DataFrame) -> pd.Series:
 # --- the two sets of access tuples ----------------------------------------------------------------
 
 
-def _text(series: pd.Series) -> pd.Series:
-    """Text with None for missing values, whatever string dtype the reader used."""
-    return series.astype(object).where(series.notna(), None)
-
-
 def _flag(series: pd.Series) -> npt.NDArray[np.bool_]:
     return series.fillna(False).to_numpy(dtype=bool)
 
@@ -809,15 +815,21 @@ def target_access(entitlement_frame: pd.DataFrame, account_frame: pd.DataFrame,
     chosen = effective & (position >= 0)
     # Each column taken on its own and filtered: a filtered copy of the text columns, a Python
     # int a row for the habilitation ids and a 2-D copy of the columns weighed 0.2 GB at a
-    # million users.
+    # million users. The text columns are categoricals, as in legacy_access: as text (even one
+    # Python string per distinct value, which pandas turns back into Arrow text in a frame) they
+    # weighed 0.1 GB.
+    def coded(column: str) -> pd.Categorical:
+        codes, values = factorized(ent[column])
+        return _categorical(values, codes[chosen])
+
     return pd.DataFrame(
         {
             "entitlement_id": ent["entitlement_id"].to_numpy(dtype=np.int64)[chosen],
             "legacy_habilitation_id": ent["legacy_habilitation_id"].astype("Int64").array[chosen],
             "legacy_user_id": by_account.to_numpy(dtype=np.int64)[position[chosen]],
-            "application_code": shared_objects(ent["application_code"])[chosen],
-            "siret": shared_objects(ent["siret"])[chosen],
-            "role": shared_objects(ent["role"])[chosen],
+            "application_code": coded("application_code"),
+            "siret": coded("siret"),
+            "role": coded("role"),
         },
         copy=False,  # each column its own block
     )
@@ -841,11 +853,23 @@ def _escape_tuple_text(value: object) -> str:
     return NULL_TEXT if _missing(value) else str(value).translate(_TUPLE_ESCAPES)
 
 
+# The dtype of the tuple space's per-row codes: a few distinct values per text column, and fewer
+# tuples than rows. In int64, the codes of the 4.4 million legacy and target access rows of a
+# million users weighed 0.07 GB more, held through the comparison (its peak).
+_ROW_CODE = np.int32
+
+
+def _row_codes(codes: npt.NDArray[np.signedinteger[Any]]) -> npt.NDArray[np.int32]:
+    if len(codes) and int(codes.max()) > np.iinfo(_ROW_CODE).max:
+        raise OverflowError("more access tuples than the tuple space's codes hold")
+    return codes.astype(_ROW_CODE)
+
+
 @dataclass(frozen=True)
 class _TextCodes:
     """A text column as integer codes (0 is NULL), with each code's raw value, canonical text and rank."""
 
-    codes: npt.NDArray[np.int64]
+    codes: npt.NDArray[np.int32]
     raw: npt.NDArray[np.object_]  # by code; raw[0] is None
     text: npt.NDArray[np.object_]  # by code: escaped text, \N for NULL
     rank: npt.NDArray[np.int64]  # by code: position of its text in code-point order
@@ -858,14 +882,13 @@ class _TextCodes:
         numbered, uniques = pd.factorize(np.concatenate([np.array([], dtype=object), *(u for _, u in each)]))
         starts = np.cumsum([0, *(len(u) for _, u in each)]).tolist()
         # Per part: its own code -> the shared code (0 for NULL, which a part's code -1 picks last).
-        codes = [np.append(numbered[start:start + len(u)] + 1, 0)[c]
+        codes = [_row_codes(np.append(numbered[start:start + len(u)] + 1, 0))[c]
                  for (c, u), start in zip(each, starts, strict=False)]
         raw = np.array([None, *uniques], dtype=object)
         text = _escaped_texts(raw)
         rank = np.empty(len(text), dtype=np.int64)
         rank[np.argsort(text, kind="stable")] = np.arange(len(text))
-        return cls(codes=np.concatenate([np.array([], dtype=np.int64), *codes]).astype(np.int64),
-                   raw=raw, text=text, rank=rank)
+        return cls(codes=np.concatenate([np.array([], dtype=_ROW_CODE), *codes]), raw=raw, text=text, rank=rank)
 
 
 def _escaped_texts(raw: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
@@ -891,11 +914,12 @@ class _TupleSpace:
         user_codes = pd.factorize(self.users)[0].astype(np.int64)
         combined = _combine_codes([user_codes, self.app.codes, self.siret.codes, self.role.codes])
         ids, distinct = pd.factorize(combined)
-        self.ids: npt.NDArray[np.int64] = ids.astype(np.int64)
+        del combined
+        self.ids = _row_codes(ids)
         self.size = len(distinct)
         self.bounds = np.cumsum([0, *self.sizes])
 
-    def part(self, index: int) -> npt.NDArray[np.int64]:
+    def part(self, index: int) -> npt.NDArray[np.int32]:
         return self.ids[self.bounds[index]:self.bounds[index + 1]]
 
     def members(self, index: int) -> npt.NDArray[np.bool_]:
@@ -983,7 +1007,7 @@ def control_hashes(tuples: pd.DataFrame) -> dict[str, str]:
     return space.control_hashes(space.first_rows(0))
 
 
-def _combine_codes(columns: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
+def _combine_codes(columns: Sequence[npt.NDArray[np.signedinteger[Any]]]) -> npt.NDArray[np.int64]:
     """One int64 per row, equal exactly when every column's code is equal (codes are >= 0)."""
     combined = np.zeros(len(columns[0]), dtype=np.int64)
     for codes in columns:
@@ -1168,24 +1192,25 @@ def account_checks(account_frame: pd.DataFrame, users: pd.DataFrame, *,
     its password, has no password hash, and carries its legacy status."""
     migrated = account_frame[(account_frame["origin"].eq(ORIGIN_MIGRATION).to_numpy(dtype=bool)
                               & account_frame["legacy_user_id"].notna().to_numpy())]
+    # The text stays text (Arrow-backed) and is compared column against column; only a failing
+    # row's values become Python strings. A Python string a row for logins and statuses weighed
+    # 0.35 GB at a million users, at the reconciliation's peak.
     legacy = pd.DataFrame({
         "legacy_user_id": users["id_utilisateur"].to_numpy(dtype=np.int64),
-        "expected_login": _text(users["courriel"].astype("string").str.strip().str.lower()).to_numpy(
-            dtype=object),
-        "legacy_status": _text(users["statut"]).to_numpy(dtype=object),
-    })
+        "expected_login": users["courriel"].astype(TEXT_DTYPE).str.strip().str.lower().to_numpy(),
+        "legacy_status": users["statut"].astype(TEXT_DTYPE).to_numpy(),
+    }, copy=False)
     joined = migrated.assign(legacy_user_id=migrated["legacy_user_id"].astype("int64")).merge(
         legacy, on="legacy_user_id", how="left", indicator=True)
     joined = joined.sort_values("legacy_user_id", kind="stable").reset_index(drop=True)
     ids = joined["legacy_user_id"].to_numpy(dtype=np.int64)
     exists = joined["_merge"].eq("both").to_numpy()
-    login = _text(joined["login"]).to_numpy(dtype=object)
-    expected_login = _text(joined["expected_login"]).to_numpy(dtype=object)
+    login, expected_login = joined["login"].astype(TEXT_DTYPE), joined["expected_login"].astype(TEXT_DTYPE)
     reset = joined["must_reset_password"].astype("boolean")
     hash_set = joined["password_hash"].notna().to_numpy()
-    status = _text(joined["status"]).to_numpy(dtype=object)
-    legacy_status = _text(joined["legacy_status"]).to_numpy(dtype=object)
-    expected_status = _text(joined["legacy_status"].map(ACCOUNT_STATUS)).to_numpy(dtype=object)
+    status = joined["status"].astype(TEXT_DTYPE)
+    legacy_status = joined["legacy_status"].astype(TEXT_DTYPE)
+    expected_status = legacy_status.map(ACCOUNT_STATUS).astype(TEXT_DTYPE)
 
     def check(name: str, fr: str, en: str, ok: npt.NDArray[np.bool_],
               describe: Any) -> AccountCheck:
@@ -1201,9 +1226,9 @@ def account_checks(account_frame: pd.DataFrame, users: pd.DataFrame, *,
               "legacy_user_id names a user of the legacy extract", exists,
               lambda i: ("id_utilisateur present in the extract", "absent")),
         check("login_kept", "login = courriel sans espaces, en minuscules",
-              "login = courriel trimmed and lower-cased", exists & (login == expected_login),
-              lambda i: ((_optional_text(expected_login[i]), _optional_text(login[i])) if show_personal_data
-                         else (None, None))),
+              "login = courriel trimmed and lower-cased", exists & _same_text(login, expected_login),
+              lambda i: ((_optional_text(expected_login.iloc[i]), _optional_text(login.iloc[i]))
+                         if show_personal_data else (None, None))),
         check("must_reset_password", "réinitialisation du mot de passe exigée",
               "must_reset_password is true", _flag(reset),
               lambda i: ("true", "NULL" if pd.isna(reset.iloc[i]) else str(bool(reset.iloc[i])).lower())),
@@ -1212,10 +1237,15 @@ def account_checks(account_frame: pd.DataFrame, users: pd.DataFrame, *,
               lambda i: ("NULL", REDACTED)),
         check("status_mapped", "statut repris (ACTIF→ACTIVE, EN_ATTENTE→PENDING, VERROUILLE→LOCKED)",
               "status mapped (ACTIF→ACTIVE, EN_ATTENTE→PENDING, VERROUILLE→LOCKED)",
-              exists & (status == expected_status) & pd.notna(expected_status),
-              lambda i: (_status_expectation(expected_status[i], legacy_status[i]),
-                         _optional_text(status[i]))),
+              exists & _same_text(status, expected_status) & expected_status.notna().to_numpy(),
+              lambda i: (_status_expectation(expected_status.iloc[i], _optional_text(legacy_status.iloc[i])),
+                         _optional_text(status.iloc[i]))),
     )
+
+
+def _same_text(left: pd.Series, right: pd.Series) -> npt.NDArray[np.bool_]:
+    """Row by row, whether two text columns hold the same value (both missing counts as the same)."""
+    return _flag(left.eq(right)) | (left.isna() & right.isna()).to_numpy()
 
 
 def _status_expectation(expected: object, legacy: object) -> str:
@@ -1328,10 +1358,13 @@ def table_evidence(side: str, name: str, frame: pd.DataFrame, kinds: dict[str, s
                    order_key: str | None) -> TableEvidence:
     """Row count and SHA-256 of a table's canonical CSV text: a header line, then one line per row,
     rows ordered by the table's unique key (else by their text), every line ending in LF."""
-    columns = list(kinds)
     sha256, how = canonical_digest(frame, kinds, order_key)
-    return TableEvidence(side=side, table=name, row_count=len(frame), sha256=sha256,
-                         columns=tuple(columns), order=how,
+    return _evidence(side, name, kinds, len(frame), sha256, how)
+
+
+def _evidence(side: str, name: str, kinds: dict[str, str], row_count: int, sha256: str, how: str) -> TableEvidence:
+    columns = tuple(kinds)
+    return TableEvidence(side=side, table=name, row_count=row_count, sha256=sha256, columns=columns, order=how,
                          redacted_columns=tuple(c for c in columns if kinds[c] == "redacted"))
 
 
@@ -1389,10 +1422,50 @@ def legacy_columns_used(frames: LegacyFrames, show_personal_data: bool) -> Legac
 
 
 def target_table_evidence(name: str, frame: pd.DataFrame) -> TableEvidence:
+    kinds, order_key = _target_kinds(name)
+    return table_evidence("target", name, frame, kinds, order_key)
+
+
+def _target_kinds(name: str) -> tuple[dict[str, str], str | None]:
+    """A target table's column kinds, and the key its evidence orders the rows by (None: by text)."""
     table = _TARGET_TABLE_NAMES[name]
     keys = [c.name for c in table.primary_key.columns]
-    kinds = {c.name: column_kind(table, c.name) for c in table.columns}
-    return table_evidence("target", name, frame, kinds, keys[0] if len(keys) == 1 else None)
+    return {c.name: column_kind(table, c.name) for c in table.columns}, keys[0] if len(keys) == 1 else None
+
+
+class _HashingSink:
+    """A target table hashed batch by batch as it is read (in its key's order), keeping only the
+    columns the reconciliation uses: its evidence is target_table_evidence of the whole table."""
+
+    def __init__(self, name: str, kinds: dict[str, str], order_key: str,
+                 hashed: dict[str, TableEvidence]) -> None:
+        self._name, self._kinds, self._hashed = name, kinds, hashed
+        self._digest = KeyOrderedDigest(kinds, order_key)
+        self.kept = TARGET_COLUMNS_USED.get(name, tuple(kinds))
+
+    def add(self, rows: pd.DataFrame) -> None:
+        try:
+            self._digest.update(rows)
+        except NotInKeyOrderError as exc:
+            raise NotStreamableError(str(exc)) from exc
+
+    def close(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self._digest.row_count != len(frame):  # the batches hashed are the rows kept
+            raise RuntimeError(f"target {self._name}: {self._digest.row_count} rows hashed, {len(frame)} read")
+        self._hashed[self._name] = _evidence("target", self._name, self._kinds, len(frame), *self._digest.result())
+        return frame
+
+
+def _hashing_sink(name: str, hashed: dict[str, TableEvidence]) -> _HashingSink | None:
+    """The sink of a target table cut to some of its columns whose rows come in the order of an
+    integer key (the large ones but the register, which is kept whole); None for the others,
+    hashed whole."""
+    if name not in _TARGET_TABLE_NAMES or name not in TARGET_COLUMNS_USED:
+        return None
+    kinds, order_key = _target_kinds(name)
+    if order_key is None or kinds[order_key] != "int":
+        return None
+    return _HashingSink(name, kinds, order_key, hashed)
 
 
 _TARGET_TABLE_NAMES = {table.name: table for table in TARGET_TABLES}

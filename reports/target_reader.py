@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -66,9 +66,36 @@ needed), so that the whole target is never held at once; run again on every tabl
 starts over the other way."""
 
 
-def read_target(engine: Engine, each: TableHook | None = None) -> dict[str, pd.DataFrame]:
+class BatchSink(Protocol):
+    """Takes a table batch by batch as it is read (say, to hash it), so that only the columns
+    it keeps are ever held whole."""
+
+    kept: tuple[str, ...]  # the columns the table's frame keeps, in the table's order
+
+    def add(self, rows: pd.DataFrame) -> None:
+        """One batch, every column typed as in the whole table's frame, in the read's order.
+        May raise NotStreamableError: the table is then read whole and given to the TableHook."""
+
+    def close(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The table's frame (the kept columns, every row): what becomes of it."""
+
+
+SinkFactory = Callable[[str], "BatchSink | None"]
+"""The sink of a table by name, made afresh for each reading of it; None reads it whole."""
+
+
+class NotStreamableError(Exception):
+    """A sink cannot take this table batch by batch (rows out of the order it needs, say)."""
+
+
+def read_target(engine: Engine, each: TableHook | None = None,
+                sinks: SinkFactory | None = None) -> dict[str, pd.DataFrame]:
     """Every target table the reconciliation needs, read in one go (one snapshot on PostgreSQL),
-    each table as `each` makes it.
+    each table as `each` makes it, or batch by batch through the sink `sinks` gives it.
+
+    The sinks are used where the table is read through ADBC: the driver's way reads each table
+    whole and gives it to `each`, as does a table whose sink refuses a batch (NotStreamableError). So
+    `each` must make of a whole table what the sink makes of it batch by batch.
 
     Through ADBC when its driver takes the URL and the values (columnar, no Python object per
     value, the GIL released while it reads: several times faster); else through SQLAlchemy's
@@ -76,7 +103,7 @@ def read_target(engine: Engine, each: TableHook | None = None) -> dict[str, pd.D
     """
     require_target_schema(engine)
     try:
-        frames = read_target_arrow(engine, each)
+        frames = read_target_arrow(engine, each, sinks)
         if frames is None:
             frames = read_target_driver(engine, each)
     except _HookError as failed:
@@ -219,7 +246,8 @@ def _select_sql(table: Table, dialect: Dialect) -> str:
 # --- through ADBC ---------------------------------------------------------------------------------
 
 
-def read_target_arrow(engine: Engine, each: TableHook | None = None) -> dict[str, pd.DataFrame] | None:
+def read_target_arrow(engine: Engine, each: TableHook | None = None,
+                      sinks: SinkFactory | None = None) -> dict[str, pd.DataFrame] | None:
     """The tables through an ADBC driver (SQLite, PostgreSQL), in one transaction; None when ADBC
     cannot do it (no driver for this database, a URL or option libpq does not take, a value of an
     unexpected type), and the caller reads through SQLAlchemy's driver instead."""
@@ -234,6 +262,17 @@ def read_target_arrow(engine: Engine, each: TableHook | None = None) -> dict[str
     try:
         with connection, connection.cursor() as cursor:
             for table in _READ_TABLES:
+                sink = sinks(table.name) if sinks is not None else None
+                if sink is not None:
+                    try:
+                        frames[table.name] = _streamed(cursor, table, engine.dialect, sink)
+                        continue
+                    except NotStreamableError as refused:
+                        log.info("table %s: read whole (%s)", table.name, refused)
+                        # After SQLite's driver refused a batch half-way, its next reading of the
+                        # same statement gave a single row: another statement first, as below.
+                        frames[table.name] = _made(table, _read_in_one_batch(cursor, table, engine.dialect), each)
+                        continue
                 frames[table.name] = _made(table, _read_table_arrow(cursor, table, engine.dialect), each)
             connection.rollback()  # it only read
     except _HookError:
@@ -252,6 +291,38 @@ def read_target_arrow(engine: Engine, each: TableHook | None = None) -> dict[str
 TARGET_BATCH_ROWS = 1_048_576
 
 
+# Rows per batch of the SQLite driver for a table taken by a sink, which holds only the columns it
+# keeps: a batch as the driver gives it (every column, timestamps as ISO text) is the reading's
+# peak, and a million of the entitlements' rows were 0.5 GB of it. A column NULL all through a
+# first batch, then text, makes the driver refuse a later one: the table is then read whole.
+STREAMED_BATCH_ROWS = 262_144
+
+
+def _streamed(cursor: Any, table: Table, dialect: Dialect, sink: BatchSink) -> pd.DataFrame:
+    """The table batch by batch through `sink`, then the kept columns' frame through its close."""
+    statement = _select_sql(table, dialect)
+    if dialect.name == "sqlite":
+        cursor.adbc_statement.set_options(**adbc_batch_rows(STREAMED_BATCH_ROWS))
+    try:
+        frame = _typed_batches(cursor, table, statement, sink)
+    except OSError as exc:  # a batch the driver refuses (see _read_table_arrow): the sink has seen others
+        raise NotStreamableError(f"ADBC: {first_line(exc)}") from exc
+    made: pd.DataFrame = _sinks_own(sink.close, frame)
+    del frame
+    release_freed_memory()
+    return made
+
+
+def _sinks_own(call: Callable[[pd.DataFrame], Any], frame: pd.DataFrame) -> Any:
+    """A sink's call; its error is its own (not a reason to read the other way), NotStreamableError aside."""
+    try:
+        return call(frame)
+    except NotStreamableError:
+        raise
+    except Exception as exc:
+        raise _HookError(exc) from exc
+
+
 def _read_table_arrow(cursor: Any, table: Table, dialect: Dialect) -> pd.DataFrame:
     statement = _select_sql(table, dialect)
     if dialect.name != "sqlite":
@@ -264,27 +335,53 @@ def _read_table_arrow(cursor: Any, table: Table, dialect: Dialect) -> pd.DataFra
         # and a later batch's text is then refused. Once more in one batch (see adbc_batch_rows),
         # counted in the same transaction.
         log.info("table %s: read again in one batch (ADBC: %s)", table.name, first_line(exc))
+    return _read_in_one_batch(cursor, table, dialect)
+
+
+def _read_in_one_batch(cursor: Any, table: Table, dialect: Dialect) -> pd.DataFrame:
+    """The table read again, in one batch on SQLite, its rows counted in the same transaction."""
     cursor.execute(f"SELECT count(*) FROM {dialect.identifier_preparer.quote(table.name)}")
     counted = cursor.fetchone()
-    cursor.adbc_statement.set_options(**adbc_batch_rows(int(counted[0]) if counted else 0))
-    return _typed_batches(cursor, table, statement)
+    if dialect.name == "sqlite":
+        cursor.adbc_statement.set_options(**adbc_batch_rows(int(counted[0]) if counted else 0))
+    return _typed_batches(cursor, table, _select_sql(table, dialect))
 
 
-def _typed_batches(cursor: Any, table: Table, statement: str) -> pd.DataFrame:
+def _typed_batches(cursor: Any, table: Table, statement: str, sink: BatchSink | None = None) -> pd.DataFrame:
+    """The table's frame: every column, or with a sink the columns it keeps, each batch given
+    whole to the sink first."""
     names = [column.name for column in table.columns]
     kinds = [column_kind(table, name) for name in names]
+    kept = [i for i, name in enumerate(names) if sink is None or name in sink.kept]
     pieces: list[list[pa.Array]] = [[] for _ in names]
     cursor.execute(statement)
-    for batch in cursor.fetch_record_batch():
-        if batch.schema.names != names:
-            raise ValueError(f"{table.name}: columns {batch.schema.names} instead of {names}")
-        for i, kind in enumerate(kinds):
-            pieces[i].append(_typed_chunk(batch.column(i), kind))
-        del batch
+    reader = cursor.fetch_record_batch()
+    try:
+        for batch in reader:
+            if batch.schema.names != names:
+                raise ValueError(f"{table.name}: columns {batch.schema.names} instead of {names}")
+            typed = [_typed_chunk(batch.column(i), kind) for i, kind in enumerate(kinds)]
+            del batch
+            if sink is not None:
+                # The batch as the whole table's frame would hold it (the same dtypes, hence the
+                # same canonical text).
+                _sinks_own(sink.add, pd.DataFrame(
+                    {name: _series(pa.chunked_array([typed[i]], type=_ARROW_TYPES[kinds[i]]), kinds[i])
+                     for i, name in enumerate(names)}, copy=False))
+            for i in kept:
+                # With a sink, each batch's kept columns are copied into buffers of their own:
+                # as cast, they shared the driver's, which pinned 0.4 GB of whole batches at a
+                # million users.
+                pieces[i].append(typed[i] if sink is None else pa.concat_arrays([typed[i]]))
+            del typed  # the columns not kept go with their batch
+    finally:
+        reader.close()  # a reading given up half-way, closed before the cursor runs anything else
     columns: dict[str, pd.Series] = {}
     for i, name in enumerate(names):
+        if i not in kept:
+            continue
         chunks = pieces[i]
-        if _ARROW_TYPES[kinds[i]] == pa.large_string() and chunks:
+        if _ARROW_TYPES[kinds[i]] == pa.large_string() and chunks and sink is None:
             # Text is copied into one array of its own: the chunks share the driver's buffers, which
             # the driver sized for a whole batch; kept by the frame, a million users' target held
             # 1.5 GB of memory for 0.8 GB of frames.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -158,3 +159,49 @@ def test_instants_far_from_today_are_written_as_numpy_writes_them(kind: str) -> 
         assert evidence.arrow_column(series, kind).to_pylist() == list(evidence.canonical_column(series, kind))
     assert evidence._datetime_arrow(pd.Series(values[:3], dtype="datetime64[us]"), kind) is not None
     assert evidence._datetime_arrow(pd.Series(values, dtype="datetime64[us]"), kind) is None
+
+
+@SETTINGS
+@given(st.lists(row, max_size=25), st.sampled_from(["str", object]), st.lists(st.integers(0, 25), max_size=4),
+       st.integers(1, 7))
+def test_a_table_hashed_batch_by_batch_in_key_order_has_the_whole_tables_digest(
+        rows: list[tuple[object, ...]], text_dtype: str | type, cuts: list[int], chunk: int) -> None:
+    """KeyOrderedDigest, fed the rows in key order cut anywhere into batches (empty ones too),
+    gives canonical_digest of the whole table: the reconciliation hashes the target as it reads it."""
+    from reports.evidence import KeyOrderedDigest
+
+    frame = frame_of(rows, text_dtype).iloc[::-1].reset_index(drop=True)  # ids now increase
+    bounds = sorted({0, len(frame), *(min(c, len(frame)) for c in cuts)})
+    with small_chunks(chunk):
+        streamed = KeyOrderedDigest(KINDS, "id")
+        for start, end in itertools.pairwise(bounds):
+            streamed.update(frame.iloc[start:end])
+        streamed.update(frame.iloc[0:0])
+        assert streamed.result() == canonical_digest(frame, KINDS, "id")
+    assert streamed.row_count == len(frame)
+
+
+@pytest.mark.parametrize("batches", [
+    [[1, 3], [2]],  # a later batch goes back
+    [[1, 3], [3, 4]],  # a key repeated across batches
+    [[2, 1]],  # within one batch
+    [[1, 1]],
+    [[1, None]],  # a missing key
+], ids=["back", "repeated-across", "decreasing", "repeated", "missing"])
+def test_rows_out_of_key_order_are_refused_not_hashed_in_the_wrong_order(batches: list[list[int | None]]) -> None:
+    from reports.evidence import KeyOrderedDigest, NotInKeyOrderError
+
+    streamed = KeyOrderedDigest({"id": "int"}, "id")
+    frames = [pd.DataFrame({"id": pd.Series(batch, dtype="Int64")}) for batch in batches]
+    for frame in frames[:-1]:
+        streamed.update(frame)
+    with pytest.raises(NotInKeyOrderError):
+        streamed.update(frames[-1])
+
+
+def test_only_an_integer_key_is_taken_in_the_reads_order() -> None:
+    # A text key's SQL order (a collation) need not be code-point order.
+    from reports.evidence import KeyOrderedDigest
+
+    with pytest.raises(ValueError, match="integer key"):
+        KeyOrderedDigest({"siret": "text"}, "siret")

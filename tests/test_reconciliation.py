@@ -1210,6 +1210,111 @@ def test_the_target_is_hashed_whole_then_kept_cut_to_the_columns_used(engine: En
     assert len(side.access) > 0
 
 
+@pytest.mark.parametrize("batch_rows", [None, 2], ids=["default-batches", "batches-of-2"])
+def test_the_large_target_tables_are_hashed_batch_by_batch_as_they_are_read(
+        engine: Engine, tmp_path: Path, batch_rows: int | None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The tables keyed by an integer come in key order and are hashed batch by batch, never held
+    whole: their evidence is still that of the whole table, and only the columns used are kept.
+    (In batches of 2, SQLite's driver refuses some tables' later batches: those are read whole.)"""
+    from pipelines.target_schema import TARGET_TABLES
+    from reports import reconciliation, target_reader
+    from reports.evidence import KeyOrderedDigest
+    from reports.reconciliation import TARGET_COLUMNS_USED, read_target_side, target_table_evidence
+    from reports.target_reader import read_target
+
+    if batch_rows is not None:
+        monkeypatch.setattr(target_reader, "TARGET_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(target_reader, "STREAMED_BATCH_ROWS", batch_rows)
+    batches: dict[str, list[int]] = {}
+
+    class Counted(KeyOrderedDigest):
+        def update(self, rows: pd.DataFrame) -> None:
+            super().update(rows)
+            batches.setdefault(self._order_key, []).append(len(rows))
+
+    monkeypatch.setattr(reconciliation, "KeyOrderedDigest", Counted)
+    migrate_defects(engine)
+    with caplog.at_level("INFO", logger="reports.target_reader"):
+        side = read_target_side(engine, config(str(engine.url), tmp_path))
+    whole = read_target(engine)
+    assert side.evidence == tuple(target_table_evidence(table.name, whole[table.name]) for table in TARGET_TABLES)
+    read_whole = [r.getMessage() for r in caplog.records if "read whole" in r.getMessage()]
+    streamed = {key for key, sizes in batches.items() if sum(sizes) > 0}
+    if batch_rows is None or engine.dialect.name != "sqlite":  # (the batch size is SQLite's driver's)
+        # Every table cut to some columns and keyed by an integer, in one or more batches; none
+        # read whole. (The register, kept whole, gains nothing by it.)
+        assert streamed == {"account_id", "entitlement_id", "request_id"}
+        assert not read_whole
+    else:
+        assert any(len([n for n in sizes if n]) > 1 for sizes in batches.values())  # several batches
+        assert max(max(sizes) for sizes in batches.values()) <= 2
+    for name, frame in side.tables.items():
+        kept = ("legacy_habilitation_id",) if name == "entitlements" else TARGET_COLUMNS_USED.get(name)
+        assert list(frame.columns) == list(kept or whole[name].columns), name
+        pd.testing.assert_frame_equal(frame, whole[name][list(frame.columns)], obj=name)
+
+
+@pytest.mark.parametrize("batch_rows", [None, 2], ids=["default-batches", "batches-of-2"])
+def test_a_table_its_sink_refuses_is_read_whole_and_made_by_the_table_hook(
+        engine: Engine, batch_rows: int | None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Refused at its first batch, or half-way (batches of 2 on SQLite): the table is read again,
+    whole, every row of it. (A refusal by the driver itself, half-way, is in the test above.)"""
+    from reports import target_reader
+    from reports.target_reader import NotStreamableError, read_target
+
+    if batch_rows is not None:
+        monkeypatch.setattr(target_reader, "TARGET_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(target_reader, "STREAMED_BATCH_ROWS", batch_rows)
+    migrate_defects(engine)
+    whole = read_target(engine)
+    seen: list[str] = []
+
+    class Refusing:
+        kept = ("entitlement_id",)
+        taken = 0
+
+        def add(self, rows: pd.DataFrame) -> None:
+            Refusing.taken += 1
+            if Refusing.taken > (1 if batch_rows and engine.dialect.name == "sqlite" else 0):
+                raise NotStreamableError("rows out of order")
+
+        def close(self, frame: pd.DataFrame) -> pd.DataFrame:
+            raise AssertionError("never closed once refused")
+
+    def hook(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+        seen.append(name)
+        return frame
+
+    with caplog.at_level("INFO", logger="reports.target_reader"):
+        frames = read_target(engine, hook, lambda name: Refusing() if name == "entitlements" else None)
+    assert any("entitlements: read whole (rows out of order)" in r.getMessage() for r in caplog.records)
+    assert seen.count("entitlements") == 1
+    pd.testing.assert_frame_equal(frames["entitlements"], whole["entitlements"])
+
+
+def test_an_error_of_a_sink_is_its_own_not_a_reason_to_read_the_other_way(
+        engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    from reports.target_reader import read_target
+
+    migrate_defects(engine)
+
+    class Failing:
+        kept = ("account_id",)
+
+        def add(self, rows: pd.DataFrame) -> None:
+            raise ZeroDivisionError("the sink's own bug")
+
+        def close(self, frame: pd.DataFrame) -> pd.DataFrame:
+            return frame
+
+    with caplog.at_level("INFO", logger="reports.target_reader"), pytest.raises(ZeroDivisionError, match="own bug"):
+        read_target(engine, None, lambda name: Failing() if name == "accounts" else None)
+    assert not any("SQLAlchemy's driver" in r.getMessage() or "read whole" in r.getMessage()
+                   for r in caplog.records)
+
+
 def test_an_error_of_the_table_hook_is_its_own_not_a_reason_to_read_the_other_way(
         engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
     from reports.target_reader import read_target

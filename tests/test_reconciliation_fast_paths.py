@@ -162,3 +162,132 @@ def test_legacy_access_is_each_effective_habilitation_as_its_definition_says(
         expected.append((10 + number, user, 1 if user == 4 else user, application, digits or None,
                          role if role is not None else label))
     assert list(made.astype(object).where(made.notna(), None).itertuples(index=False, name=None)) == expected
+
+
+@SETTINGS
+@given(st.lists(st.tuples(
+    st.sampled_from([1, 2, 3, 9]),  # account_id: 2 has no legacy_user_id, 9 is no account
+    st.one_of(st.none(), st.sampled_from(["EDOF", "MAF"])),
+    st.one_of(st.none(), st.sampled_from(["12345678901234", "98765432109876"])),
+    st.one_of(st.none(), st.sampled_from(["GESTIONNAIRE", "LECTEUR"])),
+    st.sampled_from(["2024-01-01", "2026-01-01"]),  # valid_from: the second is after the as-of instant
+    st.sampled_from([None, "2025-01-01", "2030-01-01"]),  # valid_until
+), max_size=30))
+def test_target_access_is_each_effective_entitlement_as_its_definition_says(
+    rows: list[tuple[int, str | None, str | None, str | None, str, str | None]],
+) -> None:
+    """target_access works on the codes of whole columns and keeps the text as categoricals;
+    row by row, in plain Python, the same rows and values come out."""
+    from datetime import datetime
+
+    from reports.reconciliation import target_access
+
+    as_of = datetime(2025, 6, 1)
+    entitlements = pd.DataFrame({
+        "entitlement_id": pd.Series(range(100, 100 + len(rows)), dtype="Int64"),
+        "account_id": pd.Series([r[0] for r in rows], dtype="Int64"),
+        "application_code": pd.Series([r[1] for r in rows], dtype=TEXT_DTYPE),
+        "siret": pd.Series([r[2] for r in rows], dtype=TEXT_DTYPE),
+        "role": pd.Series([r[3] for r in rows], dtype=TEXT_DTYPE),
+        "valid_from": pd.to_datetime(pd.Series([r[4] for r in rows], dtype=object)).astype("datetime64[ns]"),
+        "valid_until": pd.to_datetime(pd.Series([r[5] for r in rows], dtype=object)).astype("datetime64[ns]"),
+        "legacy_habilitation_id": pd.Series([None if i % 4 == 3 else 1000 + i for i in range(len(rows))],
+                                            dtype="Int64"),
+    })
+    accounts = pd.DataFrame({"account_id": pd.Series([1, 2, 3], dtype="Int64"),
+                             "legacy_user_id": pd.Series([11, None, 33], dtype="Int64")})
+
+    made = target_access(entitlements, accounts, as_of)
+
+    legacy_user = {1: 11, 3: 33}
+    expected = []
+    for number, (account, code, siret, role, start, end) in enumerate(rows):
+        if (account not in legacy_user or datetime.fromisoformat(start) > as_of
+                or (end is not None and datetime.fromisoformat(end) <= as_of)):
+            continue
+        expected.append((100 + number, None if number % 4 == 3 else 1000 + number, legacy_user[account],
+                         code, siret, role))
+    assert list(made.columns) == ["entitlement_id", "legacy_habilitation_id", "legacy_user_id",
+                                  "application_code", "siret", "role"]
+    assert list(made.astype(object).where(made.notna(), None).itertuples(index=False, name=None)) == expected
+    for column in ("application_code", "siret", "role"):
+        assert isinstance(made[column].dtype, pd.CategoricalDtype), column
+
+
+def test_the_tuple_space_holds_its_row_codes_in_32_bits_and_says_when_they_would_not_fit() -> None:
+    from reports.reconciliation import _row_codes, _TupleSpace
+
+    frame = pd.DataFrame({"legacy_user_id": pd.Series([1, 2, 1], dtype="int64"),
+                          "application_code": pd.Series(["EDOF", "MAF", "EDOF"], dtype=TEXT_DTYPE),
+                          "siret": pd.Series(["12345678901234", None, "12345678901234"], dtype=TEXT_DTYPE),
+                          "role": pd.Series([None, "LECTEUR", None], dtype=TEXT_DTYPE)})
+    space = _TupleSpace(frame, frame.iloc[:1])
+    assert {space.ids.dtype, space.app.codes.dtype, space.siret.codes.dtype, space.role.codes.dtype} == {
+        np.dtype(np.int32)}
+    assert space.part(0).tolist() == [0, 1, 0]
+    assert space.part(1).tolist() == [0]
+    assert _row_codes(np.array([0, 2**31 - 1])).tolist() == [0, 2**31 - 1]
+    with pytest.raises(OverflowError):
+        _row_codes(np.array([2**31]))
+
+
+_ACCOUNTS = st.lists(st.tuples(
+    st.sampled_from([1, 2, 3, 7]),  # legacy_user_id: 7 is no legacy user
+    st.sampled_from(["MIGRATION", "NATIVE"]),
+    st.sampled_from(["a@x.fr", "b@x.fr", "A@X.FR"]),  # login
+    st.one_of(st.none(), st.booleans()),  # must_reset_password
+    st.one_of(st.none(), st.just("***")),  # password_hash, as read
+    st.one_of(st.none(), st.sampled_from(["ACTIVE", "PENDING", "LOCKED"])),  # status
+), max_size=12, unique_by=lambda r: r[0])
+
+
+@SETTINGS
+@given(_ACCOUNTS, st.booleans())
+@example([(1, "MIGRATION", "a@x.fr", True, None, "ACTIVE"), (2, "MIGRATION", "b@x.fr", None, "***", None),
+          (3, "MIGRATION", "a@x.fr", False, None, "LOCKED"), (7, "MIGRATION", "a@x.fr", True, None, "ACTIVE")],
+         True)
+def test_account_checks_are_each_accounts_checks_as_their_definition_says(
+    rows: list[tuple[int, str, str, bool | None, str | None, str | None]], show_personal_data: bool,
+) -> None:
+    """account_checks compares whole text columns (no Python string a row); row by row, in plain
+    Python, the same accounts fail the same checks, described the same."""
+    from reports.reconciliation import account_checks
+
+    users = pd.DataFrame({"id_utilisateur": pd.Series([1, 2, 3], dtype="int64"),
+                          "courriel": pd.Series([" A@x.fr ", None, "c@x.fr"], dtype=TEXT_DTYPE),
+                          "statut": pd.Series(["ACTIF", "SUPPRIME", None], dtype=TEXT_DTYPE)})
+    legacy = {1: ("a@x.fr", "ACTIF"), 2: (None, "SUPPRIME"), 3: ("c@x.fr", None)}
+    status_of = {"ACTIF": "ACTIVE", "EN_ATTENTE": "PENDING", "VERROUILLE": "LOCKED"}
+    accounts = pd.DataFrame({
+        "account_id": pd.Series(range(len(rows)), dtype="Int64"),
+        "legacy_user_id": pd.Series([r[0] for r in rows], dtype="Int64"),
+        "origin": pd.Series([r[1] for r in rows], dtype=TEXT_DTYPE),
+        "login": pd.Series([r[2] for r in rows], dtype=TEXT_DTYPE),
+        "must_reset_password": pd.Series([r[3] for r in rows], dtype="boolean"),
+        "password_hash": pd.Series([r[4] for r in rows], dtype=TEXT_DTYPE),
+        "status": pd.Series([r[5] for r in rows], dtype=TEXT_DTYPE),
+    })
+
+    checks = {c.name: c for c in account_checks(accounts, users, show_personal_data=show_personal_data)}
+
+    expected: dict[str, list[tuple[int, str | None, str | None]]] = {name: [] for name in checks}
+    migrated = sorted((r for r in rows if r[1] == "MIGRATION"), key=lambda r: r[0])
+    for user, _, login, reset, password_hash, status in migrated:
+        exists = user in legacy
+        expected_login, legacy_status = legacy.get(user, (None, None))
+        if not exists:
+            expected["legacy_user_exists"].append((user, "id_utilisateur present in the extract", "absent"))
+        if not (exists and login == expected_login):
+            expected["login_kept"].append((user, expected_login, login) if show_personal_data else (user, None, None))
+        if reset is not True:
+            expected["must_reset_password"].append((user, "true", "NULL" if reset is None else "false"))
+        if password_hash is not None:
+            expected["no_password_hash"].append((user, "NULL", "***"))
+        mapped = status_of.get(legacy_status) if legacy_status is not None else None
+        if not (exists and mapped is not None and status == mapped):
+            wanted = (f"no EFP Connect status for legacy {legacy_status}" if mapped is None
+                      else f"{mapped} (legacy {legacy_status})")
+            expected["status_mapped"].append((user, wanted, status))
+    for name, check in checks.items():
+        assert check.checked == len(migrated), name
+        assert [(f.legacy_user_id, f.expected, f.found) for f in check.failures] == expected[name], name
