@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reports.exceptions_workbook import (
     COLUMNS,
@@ -163,3 +165,62 @@ def test_neutralise_frame_touches_text_only() -> None:
     assert pd.isna(safe["string"].tolist()[1])
     assert list(safe.columns) == ["text", "number", "string", "'=name"]
     assert frame.loc[0, "text"] == "=1"  # the input is not modified
+
+
+_ENTITIES = st.sampled_from(["user", "habilitation", "establishment", "application", "autre"])
+_KEYS = st.one_of(st.from_regex(r"0{0,2}[0-9]{1,3}", fullmatch=True),
+                  st.sampled_from(["abc", "Zoé", "é", "z", "=CMD()", "0", "00", "", " 7", "７"]))
+_REGISTER_ROWS = st.lists(st.tuples(
+    _ENTITIES, _KEYS, st.sampled_from(["rejected", "merged", "corrected", "excluded", "autre"]),
+    st.one_of(st.none(), st.sampled_from(["INVALID_EMAIL", "DUPLICATE_ACCESS", "ORPHAN_USER", "SIREN_CORRECTED",
+                                          "DUPLICATE_LOGIN", "X"])),
+    st.one_of(st.none(), st.sampled_from(["ok", "=1+1", "\tx", "fusionné"])),
+    st.one_of(st.none(), st.sampled_from(["2", "=1"])),
+), max_size=25)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_REGISTER_ROWS, st.integers(1, 5), st.booleans())
+def test_the_workbook_made_slice_by_slice_is_the_register_in_review_order_as_defined(
+        rows: list[tuple[str, str, str, str | None, str | None, str | None]], slice_rows: int,
+        with_values: bool) -> None:
+    """The order is worked out on codes and the cells made a slice at a time; in plain Python,
+    row by row, sorted by the module's definition, the same rows come out (file and frame)."""
+    import tempfile
+
+    from reports import exceptions_workbook
+    from reports.exceptions_workbook import _offending_column, _offending_lookup, _rule_columns
+
+    register = pd.DataFrame(rows, columns=["entity", "legacy_key", "outcome", "reason_code", "detail",
+                                           "merged_into"]).astype("str")
+    values = (pd.DataFrame({"entity": ["user", "user"], "legacy_key": ([r[1] for r in rows] + ["1", "2"])[:2],
+                            "reason_code": ["INVALID_EMAIL", None], "value": ["=a@x", "b@x"]})
+              if with_values else None)
+    offending = (_offending_column(_offending_lookup(values), register["entity"].to_numpy(dtype=object),
+                                   register["legacy_key"].to_numpy(dtype=object),
+                                   register["reason_code"].fillna("").to_numpy(dtype=object))
+                 if values is not None else None)
+
+    def review_key(position: int) -> tuple[object, ...]:
+        entity, key, outcome, reason, *_ = rows[position]
+        *_, priority, entity_rank, rule_order = _rule_columns(entity, reason or "", outcome)
+        numeric = key.isascii() and key.isdigit()
+        digits = key.lstrip("0")
+        return (priority, entity_rank, entity, rule_order, reason or "", not numeric,
+                len(digits) if numeric else 0, digits if numeric else key)
+
+    expected = []
+    for position in sorted(range(len(rows)), key=review_key):
+        entity, key, outcome, reason, detail, merged = rows[position]
+        labels = _rule_columns(entity, reason or "", outcome)
+        expected.append([labels[0], key, labels[1], labels[2], labels[3], labels[4], detail or "", merged or "",
+                         *([offending[position]] if offending is not None else [])])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exceptions_workbook, "SLICE_ROWS", slice_rows)
+        made = workbook_rows(register, values)
+        with tempfile.TemporaryDirectory() as folder:
+            written = _read(write_exceptions_workbook(register, Path(folder), offending_values=values))
+    assert made.values.tolist() == expected
+    assert list(made.columns) == HEADER + ([OFFENDING_COLUMN] if values is not None else [])
+    assert written[1:] == [[neutralise_cell(cell) for cell in row] for row in expected]
