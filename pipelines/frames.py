@@ -2,7 +2,8 @@
 
 Conventions every stage relies on:
 - text columns are strings; a missing value is NA (`pd.isna` is true), never "" (readers turn
-  an empty field into NA);
+  an empty field into NA); the access frames' application_code, siret and role may be
+  categoricals of such text (the categories their rows hold);
 - timestamps are `datetime64[ns]`, naive, in Europe/Paris wall time (legacy's own clock, kept
   as is so that `valid_from` equals `date_debut` to the second); dates are `datetime64[ns]` at
   midnight;
