@@ -300,13 +300,7 @@ STREAMED_BATCH_ROWS = 262_144
 
 def _streamed(cursor: Any, table: Table, dialect: Dialect, sink: BatchSink) -> pd.DataFrame:
     """The table batch by batch through `sink`, then the kept columns' frame through its close."""
-    statement = _select_sql(table, dialect)
-    if dialect.name == "sqlite":
-        cursor.adbc_statement.set_options(**adbc_batch_rows(STREAMED_BATCH_ROWS))
-    try:
-        frame = _typed_batches(cursor, table, statement, sink)
-    except OSError as exc:  # a batch the driver refuses (see _read_table_arrow): the sink has seen others
-        raise NotStreamableError(f"ADBC: {first_line(exc)}") from exc
+    frame = _read_table_arrow(cursor, table, dialect, sink)
     made: pd.DataFrame = _sinks_own(sink.close, frame)
     del frame
     release_freed_memory()
@@ -323,17 +317,19 @@ def _sinks_own(call: Callable[[pd.DataFrame], Any], frame: pd.DataFrame) -> Any:
         raise _HookError(exc) from exc
 
 
-def _read_table_arrow(cursor: Any, table: Table, dialect: Dialect) -> pd.DataFrame:
+def _read_table_arrow(cursor: Any, table: Table, dialect: Dialect, sink: BatchSink | None = None) -> pd.DataFrame:
     statement = _select_sql(table, dialect)
     if dialect.name != "sqlite":
-        return _typed_batches(cursor, table, statement)
-    cursor.adbc_statement.set_options(**adbc_batch_rows(TARGET_BATCH_ROWS))
+        return _typed_batches(cursor, table, statement, sink)
+    cursor.adbc_statement.set_options(**adbc_batch_rows(TARGET_BATCH_ROWS if sink is None else STREAMED_BATCH_ROWS))
     try:
-        return _typed_batches(cursor, table, statement)
+        return _typed_batches(cursor, table, statement, sink)
     except OSError as exc:
         # The driver types a column from its first batch: NULL all through it reads as an integer,
         # and a later batch's text is then refused. Once more in one batch (see adbc_batch_rows),
-        # counted in the same transaction.
+        # counted in the same transaction; a sink has seen batches already: read whole instead.
+        if sink is not None:
+            raise NotStreamableError(f"ADBC: {first_line(exc)}") from exc
         log.info("table %s: read again in one batch (ADBC: %s)", table.name, first_line(exc))
     return _read_in_one_batch(cursor, table, dialect)
 
