@@ -38,11 +38,15 @@ def factorized(values: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
     through Arrow's dictionary encoding (no Python string per row), for a categorical through its
     codes. Codes may be numbered in another order than pandas' (both number distinct values, -1
     for missing)."""
-    if isinstance(values.dtype, pd.CategoricalDtype):  # its codes, of the categories it uses
-        used = values.cat.remove_unused_categories()
-        category_codes = np.asarray(used.cat.codes, dtype=np.int64)
-        categories: npt.NDArray[np.object_] = used.cat.categories.to_numpy(dtype=object)
-        return category_codes, categories
+    if isinstance(values.dtype, pd.CategoricalDtype):  # its codes, renumbered over the categories it uses
+        # Counted, not `remove_unused_categories`, which sorts the codes (7 times as long).
+        category_codes = np.asarray(values.cat.codes, dtype=np.int64)
+        categories = values.cat.categories
+        used = np.bincount(category_codes + 1, minlength=len(categories) + 1)[1:] > 0
+        renumbered = np.full(len(categories) + 1, -1, dtype=np.int64)  # the last one for code -1
+        renumbered[:-1][used] = np.arange(int(used.sum()))
+        used_categories: npt.NDArray[np.object_] = categories[used].to_numpy(dtype=object)
+        return renumbered[category_codes], used_categories
     strings = _arrow_array(values)
     if strings is None:
         codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +16,7 @@ from pipelines.errors import ConfigurationError
 from pipelines.frames import LegacyFrames
 from validation import facts as fact_builders
 from validation.evaluate import RuleEngine, SuiteEvaluation
-from validation.outcomes import MIGRATED, breaks, first_failure
+from validation.outcomes import MIGRATED, breaks, first_failure, first_failure_codes
 from validation.rules import rules_for
 
 
@@ -71,26 +72,35 @@ def validate(frames: LegacyFrames, config: ValidateConfig, engine: RuleEngine | 
         "user", usr_facts, rules_for("user"), {"native_logins": sorted(config.native_logins)}
     )
     users = _user_decisions(usr_facts, evaluations["users"], config.survivors)
+    user_types = usr_facts.set_index("id_utilisateur")["type_compte"]
+    # The users' facts (their texts normalised: 0.1 GB at a million users) are done with; the
+    # habilitations' part, the stage's peak, runs without them. Great Expectations' validator
+    # holds them in reference cycles, which the paused collector (pipelines/memory.py) would
+    # leave to the end of the stage: one collection (a third of a second at a million users).
+    del usr_facts
+    gc.collect()
 
     hab_facts = fact_builders.habilitation_facts(
         frames.habilitations,
         users,
-        usr_facts.set_index("id_utilisateur")["type_compte"],
+        user_types,
         applications,
         establishments,
         config.mapping,
     )
+    del user_types
     evaluations["habilitations"] = engine.evaluate(
         "habilitation", hab_facts, rules_for("habilitation")[:-1], {"as_of": config.as_of}
     )
-    outcome, reason = first_failure(
-        hab_facts["id_habilitation"], rules_for("habilitation"), evaluations["habilitations"].failures
-    )
-    # Categories of every outcome and reason a habilitation can be given, the duplicates' below
-    # included (written in place); as text, with the object columns they came from, they weighed
+    # Codes of every outcome and reason a habilitation can be given, the duplicates' below
+    # included (written in place): as text, with the object columns they came from, they weighed
     # 0.1 GB at a million users, held through the duplicate suite.
-    hab_facts["outcome"] = _categories_of(outcome, HABILITATION_OUTCOMES)
-    hab_facts["reason_code"] = _categories_of(reason, HABILITATION_REASON_CODES)
+    outcome, reason = first_failure_codes(
+        hab_facts["id_habilitation"], rules_for("habilitation"), evaluations["habilitations"].failures,
+        HABILITATION_OUTCOMES, HABILITATION_REASON_CODES,
+    )
+    hab_facts["outcome"] = fact_builders._coded(outcome, HABILITATION_OUTCOMES)
+    hab_facts["reason_code"] = fact_builders._coded(reason, HABILITATION_REASON_CODES)
     del outcome, reason
     hab_facts["merged_into"] = _no_integers(len(hab_facts))
     # Categories too (sorted, as the decisions keep it): as text, the duplicate suite's copy of it
@@ -103,6 +113,7 @@ def validate(frames: LegacyFrames, config: ValidateConfig, engine: RuleEngine | 
     duplicate_facts = hab_facts.loc[hab_facts["outcome"].eq(MIGRATED),
                                     ["id_habilitation", "holder_id", "application_code", "siret_key", "role_code",
                                      "kind"]].reset_index(drop=True)
+    gc.collect()  # the habilitation suite's validator, in cycles, as the users' above
     evaluations["habilitation_duplicates"] = engine.evaluate(
         "habilitation_duplicate", duplicate_facts, rules_for("habilitation")[-1:], {}
     )
@@ -145,19 +156,6 @@ def _few_valued_as_categories(habilitations: pd.DataFrame) -> pd.DataFrame:
         else:
             habilitations[column] = values.astype("category")
     return habilitations
-
-
-def _categories_of(values: pd.Series, categories: tuple[str, ...]) -> Any:
-    """`values` (text, NA for missing) as a categorical of `categories`, which must hold every value.
-
-    Each distinct value is looked up once: looked up row by row, as text, the rows' values
-    took 0.25 GB at a million users.
-    """
-    codes, distinct = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
-    positions = pd.Index(categories, dtype="str").get_indexer(pd.Index(distinct, dtype=object))
-    if (positions < 0).any():
-        raise ValueError(f"not among the categories {categories}: {sorted(map(str, distinct[positions < 0]))}")
-    return fact_builders._coded(np.append(positions, -1)[codes], categories)  # -1 (missing) stays -1
 
 
 def _no_integers(length: int) -> pd.api.extensions.ExtensionArray:
@@ -218,7 +216,9 @@ def _user_decisions(
             "outcome": outcome.to_numpy(copy=True),
             "reason_code": reason.to_numpy(copy=True),
             "merged_into": _no_integers(len(keys)),
-            "login": usr_facts["login"].to_numpy(copy=True),
+            # Read only (by the resolutions below): the facts' text itself, not a Python string a
+            # row (66 MB at a million users, held to the end of the transform).
+            "login": usr_facts["login"].array,
         },
         index=pd.Index(keys.to_numpy(), name="id_utilisateur"),
     )

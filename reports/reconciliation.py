@@ -606,7 +606,8 @@ def _display(source: str) -> str:
 def select_run(runs: pd.DataFrame, exceptions: pd.DataFrame, requested: str | None) -> RunInfo | None:
     """The run whose register explains: the requested one, else the latest that has a register or
     succeeded; None (an empty register) when the target records no such run."""
-    with_register = set(exceptions["run_id"].dropna().astype(str))
+    # The distinct run ids (by Arrow, from about a million register rows), then a set of a few.
+    with_register = set(exceptions["run_id"].dropna().astype(str).unique())
     if requested is not None:
         known = runs[runs["run_id"].eq(requested).to_numpy(dtype=bool)]
         if not known.empty:
@@ -777,7 +778,10 @@ def _categorical(values: npt.NDArray[np.object_], codes: npt.NDArray[np.int64]) 
 def _normalised_sirets(sirets: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
     """Distinct SIRETs with spaces removed, blank as None."""
     digits = siret_digits(pd.Series(sirets, dtype="string"))
-    return np.array([None if pd.isna(d) or d == "" else str(d) for d in digits.tolist()], dtype=object)
+    blank = (digits.isna() | digits.eq("")).fillna(True).to_numpy(dtype=bool)
+    normalised: npt.NDArray[np.object_] = np.array(digits.astype(object), dtype=object)  # a copy of its own
+    normalised[blank] = None
+    return normalised
 
 
 def _canonical_roles(app_codes: npt.NDArray[np.int64], applications: npt.NDArray[np.object_],

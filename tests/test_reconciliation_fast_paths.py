@@ -291,3 +291,19 @@ def test_account_checks_are_each_accounts_checks_as_their_definition_says(
     for name, check in checks.items():
         assert check.checked == len(migrated), name
         assert [(f.legacy_user_id, f.expected, f.found) for f in check.failures] == expected[name], name
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["", " ", "123 456 789 00012", "12345678900012", " 1 ", "é"]),
+                          st.text(alphabet=" 0123456789\t", max_size=6)), max_size=20))
+def test_normalised_sirets_are_the_digits_or_none(sirets: list[str | None]) -> None:
+    """Each SIRET without its whitespace, and None where nothing (or nothing but whitespace) is left."""
+    import re
+
+    from reports.reconciliation import _normalised_sirets
+
+    expected = [None if s is None or re.sub(r"\s+", "", s) == "" else re.sub(r"\s+", "", s) for s in sirets]
+    got = _normalised_sirets(np.array(sirets, dtype=object))
+    assert got.dtype == object
+    assert got.tolist() == expected
+    assert all(type(v) is str for v in got.tolist() if v is not None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mappings.mapping import load_mapping
@@ -255,3 +255,27 @@ def test_register_text_is_what_the_frame_infers_from_the_objects(values: list[st
         series = pd.Series(values, dtype=TEXT_DTYPE if kind == "text" else object)
     made = pd.DataFrame({"x": _register_text(series)})
     pd.testing.assert_frame_equal(made, pd.DataFrame({"x": series.to_numpy()}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-5, 60), unique=True, max_size=30), st.lists(st.integers(-5, 60), max_size=30),
+       st.booleans())
+@example([3, 1, 2, 40], [2, 3, 3, 40, 1], True)
+@example([], [], True)
+@example([5], [4], True)
+def test_the_access_rows_positions_are_the_index_lookup(ids: list[int], wanted: list[int], in_order: bool) -> None:
+    """`_positions` (a binary search over the sorted ids) finds what `Index.get_indexer` finds,
+    and refuses an id that is not there, as it did."""
+    import numpy as np
+    import pytest
+
+    from pipelines.transform import _positions
+
+    keys = pd.Index(sorted(ids) if in_order else ids, dtype="int64")
+    targets = pd.Index(wanted, dtype="int64")
+    expected = keys.get_indexer(targets)
+    if (expected < 0).any():
+        with pytest.raises(ValueError, match="not among the legacy habilitations"):
+            _positions(keys, targets)
+    else:
+        assert np.array_equal(_positions(keys, targets), expected)

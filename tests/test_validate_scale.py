@@ -267,11 +267,24 @@ def test_the_decided_habilitations_few_valued_columns_are_categories_of_the_same
 
 
 def test_a_habilitation_outcome_outside_the_categories_is_refused_not_made_missing() -> None:
-    from pipelines.validate import HABILITATION_REASON_CODES, _categories_of
+    """The habilitations' outcome and reason codes: the earliest broken rule's, the same as
+    first_failure's text; a rule whose reason is not among the categories is refused."""
+    from pipelines.validate import HABILITATION_OUTCOMES, HABILITATION_REASON_CODES
+    from validation.outcomes import MIGRATED, first_failure, first_failure_codes
+    from validation.rules import rules_for
 
-    coded = _categories_of(pd.Series(["EXPIRED", None, "NOT_GRANTED"], dtype=object), HABILITATION_REASON_CODES)
-    assert (coded[0], coded[2]) == ("EXPIRED", "NOT_GRANTED")
-    assert pd.isna(coded[1])
-    assert list(coded.categories) == list(HABILITATION_REASON_CODES)
-    with pytest.raises(ValueError, match="NOT_A_REASON"):
-        _categories_of(pd.Series(["EXPIRED", "NOT_A_REASON"], dtype=object), HABILITATION_REASON_CODES)
+    rules = rules_for("habilitation")
+    deciding = sorted((r for r in rules if r.outcome != "corrected"), key=lambda r: r.order)
+    first, later = deciding[0], deciding[-1]
+    keys = pd.Series([10, 20, 30])
+    failures = {first.reason_code: frozenset({10}), later.reason_code: frozenset({10, 30})}
+    outcome, reason = first_failure_codes(keys, rules, failures, HABILITATION_OUTCOMES, HABILITATION_REASON_CODES)
+    outcomes = [HABILITATION_OUTCOMES[c] for c in outcome]
+    reasons = [HABILITATION_REASON_CODES[c] if c >= 0 else None for c in reason]
+    assert outcomes == [first.outcome, MIGRATED, later.outcome]
+    assert reasons == [first.reason_code, None, later.reason_code]
+    as_text = first_failure(keys, rules, failures)
+    assert (as_text[0].tolist(), as_text[1].tolist()) == (outcomes, reasons)
+    without_first = tuple(c for c in HABILITATION_REASON_CODES if c != first.reason_code)
+    with pytest.raises(ValueError, match=first.reason_code):
+        first_failure_codes(keys, rules, failures, HABILITATION_OUTCOMES, without_first)
