@@ -64,12 +64,23 @@ def _accounts(utilisateurs: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
             # Text even when no phone survives, so that every engine gets a text column.
             "phone": phones_e164(telephone.mask(telephone.str.len() == 0)),
             "account_type": migrated["type_compte"],
-            "status": migrated["statut"].map(ACCOUNT_STATUS),
+            "status": _mapped(migrated["statut"], ACCOUNT_STATUS),
             "created_at": migrated["date_creation"],
             "last_login_at": migrated["date_derniere_connexion"],
         }
     )
     return frame.reset_index(drop=True)[list(TARGET_FRAME_COLUMNS["accounts"])]
+
+
+def _mapped(values: pd.Series, mapping: dict[str, str]) -> pd.Series:
+    """`values.map(mapping)`, a categorical (the extract's enumerations) staying one: pandas gives
+    text as soon as a category maps to nothing (a byte a row becomes a string a row)."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return values.map(mapping)
+    codes, categories = pd.factorize(values.cat.categories.map(mapping))  # -1 for unmapped
+    # Position -1 of the appended -1 is where a missing value's code (-1) points.
+    taken = np.append(codes, -1)[values.cat.codes.to_numpy()]
+    return pd.Series(pd.Categorical.from_codes(taken, categories=categories), index=values.index)
 
 
 def _establishments(etablissements: pd.DataFrame, establishments: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from pipelines.db import mask_url
 from pipelines.errors import InputError
 from pipelines.extract import TEXT_DTYPE, ExtractConfig, ExtractResult, extract
 from pipelines.frames import LEGACY_FRAME_COLUMNS, LegacyFrames
-from pipelines.legacy_schema import LEGACY_TABLES, legacy_metadata
+from pipelines.legacy_schema import ENUM_COLUMNS, LEGACY_TABLES, legacy_metadata
 
 HASHES = ("$2b$12$SECRETHASH0001", "$2b$12$SECRETHASH0002")
 
@@ -178,6 +178,16 @@ def text(values: list[str | None]) -> pd.Series:
     return pd.Series(values, dtype=TEXT_DTYPE)
 
 
+def enumeration(table: str, column: str, values: list[str | None]) -> pd.Series:
+    """A column of one of the reader's enumerations: a categorical of its allowed values."""
+    return pd.Series(pd.Categorical(values, categories=list(ENUM_COLUMNS[table][column])))
+
+
+def few_valued(values: list[str | None]) -> pd.Series:
+    """A text column the extract hands on as a categorical of the values it holds (sorted)."""
+    return text(values).astype("category")
+
+
 def stamps(values: list[str | None]) -> pd.Series:
     return pd.Series(pd.to_datetime(pd.Series(values, dtype=object)), dtype="datetime64[ns]")
 
@@ -192,8 +202,8 @@ def expected_frames() -> LegacyFrames:
                 "nom": text(["Lefèvre", "O’Brien"]),
                 "prenom": text(["Élodie", "Zoé"]),
                 "telephone": text([None, "01 23 45 67 89"]),
-                "type_compte": text(["PRO", "AGENT"]),
-                "statut": text(["SUPPRIME", "ACTIF"]),
+                "type_compte": enumeration("utilisateurs", "type_compte", ["PRO", "AGENT"]),
+                "statut": enumeration("utilisateurs", "statut", ["SUPPRIME", "ACTIF"]),
                 "date_creation": stamps(["2023-04-05 10:20:00", "2023-04-05 10:20:00"]),
                 "date_derniere_connexion": stamps(["2024-01-02 08:00:00", None]),
                 "siret_rattachement": text(["12345678901234", None]),
@@ -221,11 +231,11 @@ def expected_frames() -> LegacyFrames:
             {
                 "id_habilitation": np.array([10, 11], dtype=np.int64),
                 "id_utilisateur": np.array([2, 1], dtype=np.int64),
-                "code_application": text(["ECR", "EDOF"]),
-                "siret": text([None, "12345678901234"]),
-                "role": text([None, "Gestionnaire EDOF"]),
+                "code_application": few_valued(["ECR", "EDOF"]),
+                "siret": few_valued([None, "12345678901234"]),
+                "role": few_valued([None, "Gestionnaire EDOF"]),
                 "responsable_acces": np.array([False, True]),
-                "statut": text(["EN_ATTENTE", "ACTIVE"]),
+                "statut": enumeration("habilitations", "statut", ["EN_ATTENTE", "ACTIVE"]),
                 "date_debut": stamps(["2023-04-05 00:00:00", "2023-04-05 10:20:00"]),
                 "date_fin": stamps(["2024-04-05 00:00:00", None]),
                 "date_relance": stamps(["2023-05-05 09:00:00", None]),
@@ -499,7 +509,7 @@ def test_identifiers_and_dates_read_alike_by_both_scans(tmp_path: Path, bare_quo
     result = extract(ExtractConfig(str(write_folder(tmp_path, {"habilitations": content}))))
 
     expected = expected_frames().habilitations.assign(
-        role=text([None, role]), id_delegant=pd.array([7, None], dtype="Int64")
+        role=few_valued([None, role]), id_delegant=pd.array([7, None], dtype="Int64")
     )
     pd.testing.assert_frame_equal(result.frames.habilitations, expected)
 
@@ -531,7 +541,17 @@ def test_header_only_files_are_empty_tables(tmp_path: Path) -> None:
     for table in LEGACY_FRAME_COLUMNS:
         frame = result.frames.table(table)
         assert list(frame.columns) == list(LEGACY_FRAME_COLUMNS[table])
-        assert frame.dtypes.to_dict() == empty.table(table).dtypes.to_dict(), table
+        assert kinds(frame) == kinds(empty.table(table)), table
+        for column in frame:  # an enumeration's categories are its allowed values, others those held
+            if isinstance(frame[column].dtype, pd.CategoricalDtype):
+                allowed = list(ENUM_COLUMNS.get(table, {}).get(column, ()))
+                assert list(frame[column].cat.categories) == allowed, (table, column)
+
+
+def kinds(frame: pd.DataFrame) -> dict[str, object]:
+    """Each column's dtype, a categorical's as the dtype of its categories (these depend on the rows)."""
+    return {column: ("category", dtype.categories.dtype) if isinstance(dtype, pd.CategoricalDtype) else dtype
+            for column, dtype in frame.dtypes.items()}
 
 
 # --- CSV: what stops the run -------------------------------------------------------------------

@@ -279,3 +279,23 @@ def test_the_access_rows_positions_are_the_index_lookup(ids: list[int], wanted: 
             _positions(keys, targets)
     else:
         assert np.array_equal(_positions(keys, targets), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["ACTIF", "EN_ATTENTE", "VERROUILLE", "SUPPRIME", None]), max_size=30),
+       st.permutations(["ACTIF", "EN_ATTENTE", "VERROUILLE", "SUPPRIME"]))
+@example([None, "SUPPRIME", "ACTIF"], ["SUPPRIME", "ACTIF", "EN_ATTENTE", "VERROUILLE"])
+def test_an_enumeration_mapped_stays_a_categorical_of_the_mapped_texts(
+        values: list[str | None], categories: list[str]) -> None:
+    """`_mapped` gives the text `Series.map` gives (NaN where missing or unmapped), as a
+    categorical when given one: the accounts' status from the extract's enumeration."""
+    from pipelines.frames import TEXT_DTYPE
+    from pipelines.transform import ACCOUNT_STATUS, _mapped
+
+    as_text = pd.Series(values, dtype=TEXT_DTYPE, index=range(10, 10 + len(values)))
+    expected = as_text.map(ACCOUNT_STATUS)
+    mapped = _mapped(as_text.astype(pd.CategoricalDtype(categories)), ACCOUNT_STATUS)
+    assert isinstance(mapped.dtype, pd.CategoricalDtype)
+    assert not set(mapped.cat.categories) - set(ACCOUNT_STATUS.values())
+    pd.testing.assert_series_equal(mapped.astype(object), expected.astype(object))
+    pd.testing.assert_series_equal(_mapped(as_text, ACCOUNT_STATUS), expected)

@@ -22,6 +22,7 @@ import pytest
 
 from mappings.mapping import load_mapping
 from pipelines.db import make_engine
+from pipelines.frames import LEGACY_FRAME_COLUMNS, TEXT_DTYPE, LegacyFrames
 from pipelines.transform import transform
 from pipelines.validate import ValidateConfig, validate
 from reports.exceptions_workbook import OFFENDING_COLUMN, offending_values_from, workbook_rows
@@ -232,13 +233,21 @@ def test_the_decided_habilitations_few_valued_columns_are_categories_of_the_same
 
     generate_legacy(GenerateConfig(users=2000, seed=3, out=str(tmp_path / "legacy")))
     frames = extract(ExtractConfig(source=str(tmp_path / "legacy"))).frames
+    # The extract's enumerations are categories too; the text run reads them as text.
+    categorical = {table: [column for column in LEGACY_FRAME_COLUMNS[table]
+                           if isinstance(frames.table(table)[column].dtype, pd.CategoricalDtype)]
+                   for table in LEGACY_FRAME_COLUMNS}
+    assert categorical["utilisateurs"] == ["type_compte", "statut"]
+    assert categorical["habilitations"] == ["code_application", "siret", "role", "statut"]
+    text_frames = LegacyFrames(**{table: frames.table(table).astype(dict.fromkeys(columns, TEXT_DTYPE))
+                                  for table, columns in categorical.items()})
     config = ValidateConfig(as_of=AS_OF, mapping=load_mapping())
     compact_engine, text_engine = RuleEngine(), RuleEngine()
     compact = validate(frames, config, engine=compact_engine)
     monkeypatch.setattr(validate_module, "_few_valued_as_categories", lambda frame: frame)
     monkeypatch.setattr(facts_module, "_coded", lambda codes, values: pd.array(values, dtype="str").take(
         np.asarray(codes, dtype=np.intp), allow_fill=True))
-    text = validate(frames, config, engine=text_engine)
+    text = validate(text_frames, config, engine=text_engine)
 
     decided = compact.decisions.habilitations
     for column in (*validate_module.FEW_VALUED_HABILITATION_COLUMNS, "siret", "siret_key"):
@@ -260,8 +269,12 @@ def test_the_decided_habilitations_few_valued_columns_are_categories_of_the_same
     assert isinstance(compact_engine.results.facts[suite]["kind"].dtype, pd.CategoricalDtype)
     for made, expected in zip(*duplicates, strict=True):
         pd.testing.assert_frame_equal(made.astype(object), expected.astype(object))
-    ours, theirs = transform(frames, compact).target, transform(frames, text).target
+    ours, theirs = transform(frames, compact).target, transform(text_frames, text).target
     pd.testing.assert_frame_equal(ours.exceptions, theirs.exceptions, obj="exceptions")
+    # The accounts' type and status stay categories of the extract's enumerations.
+    for column in ("account_type", "status"):
+        assert isinstance(ours.accounts[column].dtype, pd.CategoricalDtype), column
+    pd.testing.assert_frame_equal(ours.accounts.astype(object), theirs.accounts.astype(object), obj="accounts")
     # The access rows' codes, SIRETs and roles stay categories (0.1 GB less at a million users,
     # held through the load), of the values their rows hold; the same values as from text.
     few_valued = {"application_code": object, "siret": object, "role": object}
