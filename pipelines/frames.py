@@ -5,8 +5,9 @@ Conventions every stage relies on:
   an empty field into NA). Some may be categoricals of such text, and every stage takes both:
   the extract gives `type_compte` and both `statut` as categoricals of their allowed values,
   and the habilitations' `code_application`, `siret` and `role` as categoricals of the values
-  they hold (a code a row instead of a string: 0.2 GB less at a million users); the accounts'
-  account_type and status, and the access frames' application_code, siret and role, stay so;
+  they hold (a code a row instead of a string: the frames weigh 318 MiB at a million users,
+  against 485 as text); the accounts' account_type and status, and the access frames'
+  application_code, siret and role, stay so;
 - timestamps are `datetime64[ns]`, naive, in Europe/Paris wall time (legacy's own clock, kept
   as is so that `valid_from` equals `date_debut` to the second); dates are `datetime64[ns]` at
   midnight;
