@@ -177,7 +177,7 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
         began = begin("transform")
         transformed = transform(extracted.frames, validated)
         # The decisions are in the transform's frames now; the reports need only the counts (and the
-        # rule engine's results): at a million users the decisions are about 750 MB.
+        # rule engine's results): at a million users the decisions are about 0.25 GB.
         counts = validated.counts
         del validated
         end("transform", began, transformed)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,6 @@ def _path(out_dir: Path, stage: str) -> Path:
 
 
 def save_stage(out_dir: Path, stage: str, result: Any) -> Path:
-    if hasattr(result, "evaluations"):
-        # Great Expectations' objects are not picklable; their Data Docs are already written.
-        result = replace(result, evaluations={})
     path = _path(out_dir, stage)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     temporary = path.with_suffix(".tmp")

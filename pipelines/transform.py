@@ -129,10 +129,10 @@ def _access(legacy: pd.DataFrame, decided: pd.DataFrame, kind: str) -> pd.DataFr
     chosen = (kept & decided["kind"].eq(kind)).to_numpy(dtype=bool)
     # Each filtered to the columns it needs: a copy of every column of the decided habilitations
     # weighed 450 MB at a million users.
-    members = decided.loc[chosen, ["id_habilitation", "merged_into"]]
-    group = members["merged_into"].fillna(members["id_habilitation"]).astype("int64")
+    members = decided.loc[chosen, ["merged_into"]]
+    group = members["merged_into"].fillna(members.index.to_series()).astype("int64")
     survivors = decided.loc[chosen & decided["outcome"].eq(MIGRATED).to_numpy(dtype=bool),
-                            ["id_habilitation", "holder_id", "application_code", "siret", "role_code"]]
+                            ["holder_id", "application_code", "siret", "role_code"]]
     # Each survivor's own values, taken straight into the output's arrays (a frame of them, then
     # another of the values, weighed 0.3 GB at a million users).
     own = _positions(legacy.index, survivors.index)
@@ -162,7 +162,7 @@ def _access(legacy: pd.DataFrame, decided: pd.DataFrame, kind: str) -> pd.DataFr
         last_reminder_at[at] = absorbed["last_reminder_at"].to_numpy()
     frame = pd.DataFrame(
         {
-            "legacy_habilitation_id": survivors["id_habilitation"].astype("int64").to_numpy(),
+            "legacy_habilitation_id": survivors.index.to_numpy(dtype=np.int64),
             "legacy_user_id": survivors["holder_id"].astype("int64").to_numpy(),
             "application_code": _few_valued(survivors["application_code"]),
             "siret": _few_valued(survivors["siret"]),
@@ -271,7 +271,11 @@ def _exceptions(frames: LegacyFrames, validated: ValidateResult) -> pd.DataFrame
 
     habs = decisions.habilitations
     out_habs = habs[habs["outcome"].ne(MIGRATED)]
-    parts.append(_register("habilitation", out_habs["id_habilitation"], out_habs["outcome"],
+    # Their end dates, from the extract (the decisions do not copy them): for the EXPIRED details.
+    legacy = frames.habilitations
+    out_habs = out_habs.assign(date_fin=legacy["date_fin"].to_numpy()[
+        _positions(pd.Index(legacy["id_habilitation"].to_numpy()), out_habs.index)])
+    parts.append(_register("habilitation", out_habs.index.to_series(), out_habs["outcome"],
                            out_habs["reason_code"], describe("habilitation", out_habs, frames),
                            out_habs["merged_into"]))
     register = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +35,7 @@ class Decisions:
     users: pd.DataFrame  # + merged_into (Int64), phone_dropped (bool)
     establishments: pd.DataFrame  # index: normalised SIRET; + survivor_row, siren_corrected, duplicate_rows
     applications: pd.DataFrame  # index: legacy code; + efp_code
-    habilitations: pd.DataFrame  # + merged_into (Int64) and the facts the transform needs
+    habilitations: pd.DataFrame  # index: id_habilitation; + merged_into (Int64), DECIDED_HABILITATION_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,6 @@ class ValidateResult:
     counts: dict[str, dict[str, int]]
     suites: tuple[str, ...]
     elapsed_seconds: float
-    evaluations: dict[str, SuiteEvaluation] = field(repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"counts": self.counts, "suites": list(self.suites),
@@ -54,30 +53,35 @@ class ValidateResult:
 def validate(frames: LegacyFrames, config: ValidateConfig, engine: RuleEngine | None = None) -> ValidateResult:
     started = time.perf_counter()
     engine = engine or RuleEngine()
-    evaluations: dict[str, SuiteEvaluation] = {}
-
+    suites: list[str] = []
+    # Each suite's failing keys go as soon as its decisions are made: a set per rule, they weighed
+    # 56 MB at a million users, and were held through the transform, which never reads them (the
+    # reports read Great Expectations' own results, kept by the engine).
     app_facts = fact_builders.application_facts(frames.applications)
-    evaluations["applications"] = engine.evaluate(
+    evaluation = engine.evaluate(
         "application", app_facts, rules_for("application"),
         {"mapped_applications": sorted(config.mapping.application_codes)},
     )
-    applications = _application_decisions(app_facts, evaluations["applications"], config.mapping)
+    applications = _application_decisions(app_facts, evaluation, config.mapping)
+    suites.append(evaluation.suite)
 
     est_facts = fact_builders.establishment_facts(frames.etablissements)
-    evaluations["establishments"] = engine.evaluate("establishment", est_facts, rules_for("establishment"), {})
-    establishments = _establishment_decisions(est_facts, evaluations["establishments"])
+    evaluation = engine.evaluate("establishment", est_facts, rules_for("establishment"), {})
+    establishments = _establishment_decisions(est_facts, evaluation)
+    suites.append(evaluation.suite)
 
     usr_facts = fact_builders.user_facts(frames.utilisateurs)
-    evaluations["users"] = engine.evaluate(
+    evaluation = engine.evaluate(
         "user", usr_facts, rules_for("user"), {"native_logins": sorted(config.native_logins)}
     )
-    users = _user_decisions(usr_facts, evaluations["users"], config.survivors)
+    users = _user_decisions(usr_facts, evaluation, config.survivors)
+    suites.append(evaluation.suite)
     user_types = usr_facts.set_index("id_utilisateur")["type_compte"]
     # The users' facts (their texts normalised: 0.1 GB at a million users) are done with; the
     # habilitations' part, the stage's peak, runs without them. Great Expectations' validator
     # holds them in reference cycles, which the paused collector (pipelines/memory.py) would
     # leave to the end of the stage: one collection (a third of a second at a million users).
-    del usr_facts
+    del usr_facts, evaluation
     gc.collect()
 
     hab_facts = fact_builders.habilitation_facts(
@@ -89,16 +93,18 @@ def validate(frames: LegacyFrames, config: ValidateConfig, engine: RuleEngine | 
         config.mapping,
     )
     del user_types
-    evaluations["habilitations"] = engine.evaluate(
+    evaluation = engine.evaluate(
         "habilitation", hab_facts, rules_for("habilitation")[:-1], {"as_of": config.as_of}
     )
+    suites.append(evaluation.suite)
     # Codes of every outcome and reason a habilitation can be given, the duplicates' below
     # included (written in place): as text, with the object columns they came from, they weighed
     # 0.1 GB at a million users, held through the duplicate suite.
     outcome, reason = first_failure_codes(
-        hab_facts["id_habilitation"], rules_for("habilitation"), evaluations["habilitations"].failures,
+        hab_facts["id_habilitation"], rules_for("habilitation"), evaluation.failures,
         HABILITATION_OUTCOMES, HABILITATION_REASON_CODES,
     )
+    del evaluation
     hab_facts["outcome"] = fact_builders._coded(outcome, HABILITATION_OUTCOMES)
     hab_facts["reason_code"] = fact_builders._coded(reason, HABILITATION_REASON_CODES)
     del outcome, reason
@@ -114,12 +120,13 @@ def validate(frames: LegacyFrames, config: ValidateConfig, engine: RuleEngine | 
                                     ["id_habilitation", "holder_id", "application_code", "siret_key", "role_code",
                                      "kind"]].reset_index(drop=True)
     gc.collect()  # the habilitation suite's validator, in cycles, as the users' above
-    evaluations["habilitation_duplicates"] = engine.evaluate(
+    evaluation = engine.evaluate(
         "habilitation_duplicate", duplicate_facts, rules_for("habilitation")[-1:], {}
     )
-    _apply_duplicate_access(hab_facts, duplicate_facts, evaluations["habilitation_duplicates"])
-    del duplicate_facts
-    habilitations = _few_valued_as_categories(hab_facts.set_index("id_habilitation", drop=False))
+    suites.append(evaluation.suite)
+    _apply_duplicate_access(hab_facts, duplicate_facts, evaluation)
+    del duplicate_facts, evaluation
+    habilitations = _few_valued_as_categories(_decided_habilitations(hab_facts))
     del hab_facts
 
     decisions = Decisions(users=users, establishments=establishments, applications=applications,
@@ -127,17 +134,29 @@ def validate(frames: LegacyFrames, config: ValidateConfig, engine: RuleEngine | 
     return ValidateResult(
         decisions=decisions,
         counts=_counts(decisions),
-        suites=tuple(e.suite for e in evaluations.values()),
+        suites=tuple(suites),
         elapsed_seconds=time.perf_counter() - started,
-        evaluations=evaluations,
     )
+
+
+# What the transform and the exception register read of the decided habilitations, besides
+# outcome, reason_code and merged_into. The facts only the rules read (the holder's,
+# application's and establishment's states, the duplicate key) and the copies of legacy columns
+# the transform reads from the extract (the id, which is the index, and date_fin) are not kept:
+# 0.1 GB at a million users, held through the transform.
+DECIDED_HABILITATION_COLUMNS = ("statut", "holder_id", "application_code", "siret", "role_label", "role_code",
+                                "kind")
+
+
+def _decided_habilitations(hab_facts: pd.DataFrame) -> pd.DataFrame:
+    return hab_facts.set_index("id_habilitation")[
+        [*DECIDED_HABILITATION_COLUMNS, "outcome", "reason_code", "merged_into"]]
 
 
 # Text columns of the decided habilitations with a handful of distinct values (states, codes,
 # roles, outcomes): kept as categories, one byte a row. As text they weighed 340 MB at a million
 # users, held from here to the end of the transform. The same values, compared and read the same.
-FEW_VALUED_HABILITATION_COLUMNS = ("statut", "holder_state", "application_state", "application_code",
-                                   "establishment_state", "role_label", "role_code", "kind", "outcome",
+FEW_VALUED_HABILITATION_COLUMNS = ("statut", "application_code", "role_label", "role_code", "kind", "outcome",
                                    "reason_code")
 
 
@@ -216,12 +235,12 @@ def _user_decisions(
             "outcome": outcome.to_numpy(copy=True),
             "reason_code": reason.to_numpy(copy=True),
             "merged_into": _no_integers(len(keys)),
-            # Read only (by the resolutions below): the facts' text itself, not a Python string a
-            # row (66 MB at a million users, held to the end of the transform).
-            "login": usr_facts["login"].array,
         },
         index=pd.Index(keys.to_numpy(), name="id_utilisateur"),
     )
+    # Read by the resolutions only, so not a column of the decisions: the facts' text itself (34 MB
+    # at a million users), which would be held to the end of the transform.
+    logins = pd.Series(usr_facts["login"].array, index=decisions.index, copy=False)
     login_taken = set(evaluation.failures.get("LOGIN_TAKEN", ()))
     seen_groups: dict[str, int] = {}
     for survivor in survivors:  # a steward's file: a handful of lines, not millions
@@ -233,13 +252,13 @@ def _user_decisions(
                 f"--resolutions: id_utilisateur {survivor} is not in a DUPLICATE_LOGIN group ({state}): "
                 "a survivor must be one of the users of a duplicate-login group"
             )
-        login = str(decisions.at[survivor, "login"])
+        login = str(logins.at[survivor])
         if login in seen_groups:
             raise ConfigurationError(
                 f"--resolutions: ids {seen_groups[login]} and {survivor} both claim the same duplicate-login group"
             )
         seen_groups[login] = survivor
-        group = decisions["login"].eq(login) & decisions["reason_code"].eq("DUPLICATE_LOGIN")
+        group = logins.eq(login) & decisions["reason_code"].eq("DUPLICATE_LOGIN")
         others = group & (decisions.index != survivor)
         decisions.loc[others, "outcome"] = "merged"
         decisions.loc[others, "merged_into"] = survivor

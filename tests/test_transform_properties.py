@@ -13,6 +13,7 @@ from mappings.mapping import load_mapping
 from pipelines.transform import transform
 from pipelines.validate import ValidateConfig, validate
 from tests.legacy_builders import build_tables, default_applications, to_frames
+from validation import facts as fact_builders
 from validation.outcomes import MIGRATED
 
 AS_OF = dt.datetime(2025, 1, 1)
@@ -59,11 +60,12 @@ def test_every_record_has_one_outcome_and_rows_fit_the_target(user_rows, establi
     result = validate(frames, config)
     # Stewards' survivors, where the candidate really is in a duplicate-login group.
     eligible = result.decisions.users[result.decisions.users["reason_code"].eq("DUPLICATE_LOGIN")]
+    login_of = fact_builders.user_facts(frames.utilisateurs).set_index("id_utilisateur")["login"]
     chosen, logins = [], set()
     for candidate in survivor_candidates:
-        if candidate in eligible.index and eligible.at[candidate, "login"] not in logins:
+        if candidate in eligible.index and login_of[candidate] not in logins:
             chosen.append(candidate)
-            logins.add(eligible.at[candidate, "login"])
+            logins.add(login_of[candidate])
     if chosen:
         result = validate(frames, ValidateConfig(as_of=AS_OF, mapping=mapping, native_logins=("native@example.fr",),
                                                  survivors=tuple(chosen)))
@@ -115,7 +117,7 @@ def _reference_access(legacy: pd.DataFrame, decided: pd.DataFrame, kind: str) ->
     """The plain way of `_access`: every survivor's group aggregated by one group-by over all members."""
     kept = decided["outcome"].eq(MIGRATED) | decided["reason_code"].eq("DUPLICATE_ACCESS")
     members = decided[kept & decided["kind"].eq(kind)]
-    group = members["merged_into"].fillna(members["id_habilitation"]).astype("int64").to_numpy()
+    group = members["merged_into"].fillna(members.index.to_series()).astype("int64").to_numpy()
     source = legacy.loc[members.index]
     no_end = source["date_fin"].isna().groupby(group).any()
     grouped = pd.DataFrame({
@@ -127,7 +129,7 @@ def _reference_access(legacy: pd.DataFrame, decided: pd.DataFrame, kind: str) ->
     survivors = members[members["outcome"].eq(MIGRATED)]
     merged = grouped.loc[survivors.index]
     return pd.DataFrame({
-        "legacy_habilitation_id": survivors["id_habilitation"].astype("int64").to_numpy(),
+        "legacy_habilitation_id": survivors.index.to_numpy(dtype="int64"),
         "is_access_manager": merged["is_access_manager"].to_numpy(),
         "valid_from": merged["valid_from"].to_numpy(),
         "valid_until": merged["valid_until"].to_numpy(),
@@ -165,7 +167,7 @@ def test_access_groups_only_duplicates_and_agrees_with_grouping_everything(rows:
             outcome.append(fate), reason.append(None if fate == MIGRATED else "HOLDER_REJECTED"), into.append(None)
     index = pd.Index(ids, name="id_habilitation")
     decided = pd.DataFrame({
-        "id_habilitation": ids, "outcome": outcome, "reason_code": reason,
+        "outcome": outcome, "reason_code": reason,
         "merged_into": pd.array(into, dtype="Int64"), "kind": [r["kind"] for r in rows],
         "holder_id": [5] * len(rows), "application_code": "EDOF",
         "siret": [None if i % 3 else f"7328293200{i % 7:04d}" for i in range(len(rows))],
