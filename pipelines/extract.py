@@ -250,9 +250,27 @@ def _text_column(table: str, column: str, values: pd.Series, problems: _Problems
     allowed = ENUM_COLUMNS.get(table, {}).get(column)
     if allowed is not None:
         return _enumeration(column, values, allowed, problems)
-    if column in TRIMMED_COLUMNS.get(table, ()):
-        return _map_distinct(values, _trimmed)
+    trim = _trimmed if column in TRIMMED_COLUMNS.get(table, ()) else None
+    if column in FEW_VALUED_TEXT_COLUMNS.get(table, ()) and isinstance(values.dtype, pd.CategoricalDtype):
+        return _recoded(values, trim)
+    if trim is not None:
+        return _map_distinct(values, trim)
     return _text(values)
+
+
+def _recoded(values: pd.Series, function: Callable[[str], str | None] | None) -> pd.Series:
+    """A categorical (as the CSV reader parses few-valued columns) as the categorical of its
+    values after `function`, categories sorted as `astype("category")` sorts the SQL reader's
+    text: straight from the codes. Made as text first, it took a string a row (3 million), then a
+    hash of each to code them again."""
+    codes, uniques = values.cat.codes.to_numpy(), list(values.cat.categories)  # codes of a byte or two a row
+    held = np.zeros(len(uniques) + 1, dtype=bool)  # the categories: the values held (the last: NA)
+    held[codes] = True
+    mapped = pd.Series([(function(str(value)) if function else value) if kept else None
+                        for value, kept in zip(uniques, held[:-1].tolist(), strict=True)], dtype=TEXT_DTYPE)
+    number, categories = pd.factorize(mapped, sort=True)  # a value mapped to NA, or not held: code -1
+    positions = np.append(number, -1).astype(codes.dtype)  # code -1 (NA) picks the trailing -1
+    return pd.Series(pd.Categorical.from_codes(positions[codes], categories=pd.Index(categories, dtype=TEXT_DTYPE)))
 
 
 # Text of a few thousand distinct values at most, three million rows: as categoricals (a code of
@@ -268,7 +286,7 @@ def _final_dtype(table: str, column: str, values: pd.Series) -> pd.Series:
     if column in BOOLEAN_COLUMNS.get(table, ()):
         return values.astype(bool)
     if column in FEW_VALUED_TEXT_COLUMNS.get(table, ()) and not isinstance(values.dtype, pd.CategoricalDtype):
-        return values.astype("category")  # the categories: the values held, sorted
+        return values.astype("category")  # the SQL reader's text; the categories: the values held, sorted
     return values
 
 

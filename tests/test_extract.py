@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from pipelines.db import mask_url
 from pipelines.errors import InputError
-from pipelines.extract import TEXT_DTYPE, ExtractConfig, ExtractResult, extract
+from pipelines.extract import TEXT_DTYPE, ExtractConfig, ExtractResult, extract, normalise_table
 from pipelines.frames import LEGACY_FRAME_COLUMNS, LegacyFrames
 from pipelines.legacy_schema import ENUM_COLUMNS, LEGACY_TABLES, legacy_metadata
 
@@ -546,6 +548,61 @@ def test_header_only_files_are_empty_tables(tmp_path: Path) -> None:
             if isinstance(frame[column].dtype, pd.CategoricalDtype):
                 allowed = list(ENUM_COLUMNS.get(table, {}).get(column, ()))
                 assert list(frame[column].cat.categories) == allowed, (table, column)
+
+
+class _Lines:
+    """Rows numbered as lines of a CSV file under its header."""
+
+    source = "habilitations.csv"
+
+    def row(self, index: int) -> str:
+        return f"line {index + 2}"
+
+    def rows(self, first: int, second: int) -> str:
+        return f"lines {first + 2} and {second + 2}"
+
+
+def typed_habilitations(raw: pd.DataFrame) -> pd.DataFrame | str:
+    try:
+        return normalise_table("habilitations", raw, _Lines())
+    except InputError as exc:
+        return str(exc)
+
+
+FEW_VALUED_TEXT = st.one_of(st.none(), st.sampled_from(["EDOF", " EDOF ", "edof", "MAF\t", "  ", "", "Zoé",
+                                                        "Gestionnaire", "gestionnaire ", "Z"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(FEW_VALUED_TEXT, FEW_VALUED_TEXT), max_size=10),
+       st.lists(st.sampled_from(["UNUSED", " A ", "zz"]), max_size=2, unique=True))
+@example([(" EDOF ", "Gestionnaire"), ("EDOF", None), ("MAF\t", "gestionnaire ")], ["UNUSED"])
+def test_few_valued_text_parsed_as_categories_gives_the_frame_of_the_same_text(
+        pairs: list[tuple[str | None, str | None]], unused: list[str]) -> None:
+    """The CSV reader parses code_application and role as categoricals, the SQL reader as text:
+    both give the same typed frame (trimmed, the categories those held, sorted) or the same error,
+    whatever the reader's categories' order and whether some go unused."""
+    apps, roles = [app for app, _ in pairs], [role for _, role in pairs]
+    constant = {"id_utilisateur": "7", "siret": "12345678900011", "responsable_acces": "non", "statut": "ACTIVE",
+                "date_debut": "2024-01-02", "date_fin": None, "date_relance": None, "id_delegant": None}
+
+    def raw(column: Callable[[list[str | None]], pd.Series]) -> pd.DataFrame:
+        return pd.DataFrame({"id_habilitation": text([str(n) for n in range(1, len(pairs) + 1)]),
+                             "code_application": column(apps), "role": column(roles),
+                             **{name: text([value] * len(pairs)) for name, value in constant.items()}})
+
+    def categories(values: list[str | None]) -> pd.Series:
+        held = {value for value in values if value is not None} | set(unused)
+        return pd.Series(pd.Categorical(values, categories=sorted(held, reverse=True)))
+
+    from_text, from_categories = typed_habilitations(raw(text)), typed_habilitations(raw(categories))
+
+    if isinstance(from_text, str):
+        assert from_categories == from_text
+    else:
+        assert isinstance(from_categories, pd.DataFrame)
+        assert isinstance(from_text["role"].dtype, pd.CategoricalDtype)
+        pd.testing.assert_frame_equal(from_categories, from_text)
 
 
 def kinds(frame: pd.DataFrame) -> dict[str, object]:
