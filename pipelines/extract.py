@@ -42,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.arrow_text import arrow_strings, fixed_width_matrix, terminated_bytes
+from pipelines.arrow_text import arrow_strings, categorical_strings, fixed_width_matrix, terminated_bytes
 from pipelines.csv_reader import ByteFields, csv_file_name, read_csv_table
 from pipelines.db import looks_like_url
 from pipelines.errors import InputError
@@ -779,10 +779,10 @@ def _update_with_column(digest: Any, values: pd.Series, *, fast: bool = True) ->
     A categorical of text (the enumerations) is fed as its text: the same fingerprint as read
     as text.
     """
+    if fast and _update_with_arrow_text(digest, values):
+        return
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(TEXT_DTYPE)
-    if fast and pd.api.types.is_string_dtype(values.dtype) and _update_with_arrow_text(digest, values):
-        return
     if pd.api.types.is_string_dtype(values.dtype):
         texts = values.to_numpy(dtype=object, na_value="")
         # No value is "" (readers turn it into NA), so "" can stand for NA, and NUL (which no CSV
@@ -807,12 +807,19 @@ _FINGERPRINT_CHUNK_ROWS = 1_000_000
 
 
 def _update_with_arrow_text(digest: Any, values: pd.Series) -> bool:
-    """The reference's NUL-separated text of an Arrow-backed column, fed from Arrow's buffers.
+    """The reference's NUL-separated text of an Arrow-backed column, or of a categorical of text
+    (decoded by Arrow), fed from Arrow's buffers.
 
-    False (nothing fed) when the column is not Arrow-backed or a value holds NUL: the
-    reference way then length-prefixes the values.
+    False (nothing fed) when the column is neither or a value holds NUL: the reference way then
+    length-prefixes the values.
     """
-    strings = arrow_strings(values, nulls="")
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        strings = categorical_strings(values)
+        strings = None if strings is None else pc.fill_null(strings, "")
+    elif pd.api.types.is_string_dtype(values.dtype):
+        strings = arrow_strings(values, nulls="")
+    else:
+        return False
     if strings is None or pc.any(pc.match_substring(strings, "\x00")).as_py():
         return False
     for start in range(0, len(strings), _FINGERPRINT_CHUNK_ROWS):

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.arrow_text import data_bytes, terminated_bytes
+from pipelines.arrow_text import categorical_strings, data_bytes, factorized, terminated_bytes
 
 REDACTED = "***"
 # Never read: the reconciliation selects "***" where one is set, NULL elsewhere.
@@ -57,6 +57,13 @@ def _csv_field(value: object) -> str:
 def _per_distinct(values: npt.NDArray[Any], render: Callable[[Any], str]) -> npt.NDArray[np.object_]:
     """`render` applied once per distinct value; a missing value gives an empty field."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return _fields_by_code(codes, uniques, render)
+
+
+def _fields_by_code(codes: npt.NDArray[np.signedinteger[Any]], uniques: Sequence[Any] | npt.NDArray[Any],
+                    render: Callable[[Any], str]) -> npt.NDArray[np.object_]:
+    """Each row's rendered distinct value (one Python string per distinct value, shared); code -1,
+    missing, an empty field."""
     fields = np.array([*map(render, uniques), ""], dtype=object)
     rendered: npt.NDArray[np.object_] = fields[codes]  # the NA code, -1, takes the last, empty, field
     return rendered
@@ -186,18 +193,35 @@ def arrow_column(series: pd.Series, kind: str) -> pa.Array:
     if kind == "bool":
         truth = pc.fill_null(_as_arrow(series.astype("boolean"), pa.bool_()), False)
         return pc.if_else(missing, "", pc.if_else(truth, "true", "false"))
-    text = _as_arrow(series)
+    strings = _text_arrow(series)
+    if strings is None:  # not only strings
+        return _as_arrow(_text_fields(series), pa.string())
+    held = data_bytes(strings)  # the characters that need quotes are ASCII: a byte search finds them
+    quoted = any(held.find(character) >= 0 for character in _CSV_NEEDS_QUOTES_BYTES)
+    empty = pc.any(pc.equal(strings, "")).as_py()
+    if quoted or empty:  # rare: quoting is done the reference way, once per distinct value
+        codes, uniques = factorized(series)
+        return _as_arrow(_fields_by_code(codes, uniques, _csv_field), pa.string())
+    return pc.fill_null(strings, "")
+
+
+def _text_arrow(series: pd.Series) -> pa.Array | None:
+    """A text column as an Arrow string array, missing values null; None when it holds other
+    values than text. A categorical is decoded by Arrow: the legacy habilitations' application,
+    SIRET, role and status are, and pandas would make a Python string a row of each (5.8 million
+    at 500,000 users)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        decoded = categorical_strings(series)
+        if decoded is None:
+            return None
+        text = decoded
+    else:
+        text = _as_arrow(series)
     if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
         if len(text) != text.null_count:  # not only strings (or only NULL, which any type holds)
-            return _as_arrow(_text_fields(series), pa.string())
+            return None
         text = pa.nulls(len(text), pa.string())
-    text = text.cast(pa.string())
-    held = data_bytes(text)  # the characters that need quotes are ASCII: a byte search finds them
-    quoted = any(held.find(character) >= 0 for character in _CSV_NEEDS_QUOTES_BYTES)
-    empty = pc.any(pc.equal(text, "")).as_py()
-    if quoted or empty:  # rare: quoting is done the reference way, once per distinct value
-        return _as_arrow(_per_distinct(series.to_numpy(dtype=object), _csv_field), pa.string())
-    return pc.fill_null(text, "")
+    return text.cast(pa.string())
 
 
 # --- a table's canonical text and its digest -----------------------------------------------------

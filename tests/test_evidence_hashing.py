@@ -60,7 +60,7 @@ def frame_of(rows: list[tuple[object, ...]], text_dtype: str | type) -> pd.DataF
 
 
 @SETTINGS
-@given(st.lists(row, max_size=25), st.sampled_from(["str", object]), st.integers(1, 7),
+@given(st.lists(row, max_size=25), st.sampled_from(["str", object, "category"]), st.integers(1, 7),
        st.sampled_from(["id", None]))
 def test_fast_digest_equals_the_reference(rows: list[tuple[object, ...]], text_dtype: str | type, chunk: int,
                                           order_key: str | None) -> None:
@@ -70,7 +70,7 @@ def test_fast_digest_equals_the_reference(rows: list[tuple[object, ...]], text_d
 
 
 @SETTINGS
-@given(st.lists(row, min_size=1, max_size=25), st.sampled_from(["str", object]))
+@given(st.lists(row, min_size=1, max_size=25), st.sampled_from(["str", object, "category"]))
 def test_fast_lines_are_the_reference_bytes(rows: list[tuple[object, ...]], text_dtype: str | type) -> None:
     # Directly, not through the fallback: a fast way that always fell back would pass the test above.
     frame = frame_of(rows, text_dtype)
@@ -162,7 +162,7 @@ def test_instants_far_from_today_are_written_as_numpy_writes_them(kind: str) -> 
 
 
 @SETTINGS
-@given(st.lists(row, max_size=25), st.sampled_from(["str", object]), st.lists(st.integers(0, 25), max_size=4),
+@given(st.lists(row, max_size=25), st.sampled_from(["str", object, "category"]), st.lists(st.integers(0, 25), max_size=4),
        st.integers(1, 7))
 def test_a_table_hashed_batch_by_batch_in_key_order_has_the_whole_tables_digest(
         rows: list[tuple[object, ...]], text_dtype: str | type, cuts: list[int], chunk: int) -> None:
