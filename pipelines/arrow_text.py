@@ -7,6 +7,8 @@ proves the two agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -37,13 +39,21 @@ def categorical_strings(values: pd.Series) -> pa.Array | None:
     """A categorical of text as one Arrow string array (missing values null), decoded by Arrow
     from its codes: pandas' `astype` and `to_numpy` make a Python string a row (13.6 million for
     the fingerprint of a million users' export). None when its categories are not all text."""
-    codes = values.cat.codes.to_numpy()
+    dictionary = category_texts(values)
+    return None if dictionary is None else decoded(values.cat.codes.to_numpy(), dictionary)
+
+
+def category_texts(values: pd.Series) -> pa.Array | None:
+    """A categorical's categories as an Arrow string array; None when they are not all text."""
     try:
-        dictionary = pa.array(values.cat.categories.to_numpy(dtype=object), type=pa.large_string())
+        return pa.array(values.cat.categories.to_numpy(dtype=object), type=pa.large_string())
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):  # not text, or not text UTF-8 holds
         return None
-    indices = pa.array(codes, mask=codes < 0)
-    strings: pa.Array = pa.DictionaryArray.from_arrays(indices, dictionary).dictionary_decode()
+
+
+def decoded(codes: npt.NDArray[np.integer[Any]], dictionary: pa.Array) -> pa.Array:
+    """The text of each code in `dictionary`, as an Arrow string array; code -1 null."""
+    strings: pa.Array = pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), dictionary).dictionary_decode()
     return strings
 
 

@@ -210,13 +210,9 @@ def _text_arrow(series: pd.Series) -> pa.Array | None:
     values than text. A categorical is decoded by Arrow: the legacy habilitations' application,
     SIRET, role and status are, and pandas would make a Python string a row of each (5.8 million
     at 500,000 users)."""
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        decoded = categorical_strings(series)
-        if decoded is None:
-            return None
-        text = decoded
-    else:
-        text = _as_arrow(series)
+    text = categorical_strings(series) if isinstance(series.dtype, pd.CategoricalDtype) else _as_arrow(series)
+    if text is None:
+        return None
     if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
         if len(text) != text.null_count:  # not only strings (or only NULL, which any type holds)
             return None
