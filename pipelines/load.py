@@ -305,14 +305,17 @@ def load(
     config: LoadConfig,
     *,
     progress: Progress | None = None,
+    after_staging: Callable[[], object] | None = None,
     before_commit: Callable[[], object] | None = None,
 ) -> LoadResult:
     """Makes the target's migrated rows equal to `frames`, in one transaction.
 
     `progress(step, rows)` is called after every chunk staged (rows so far) and every SQL step
     (rows it touched); an exception it raises aborts the load and rolls everything back.
+    `after_staging()` is called once every frame is staged, before the set-based SQL (from there
+    on the load mostly waits on the database: the run starts the stewards' reports then).
     `before_commit()` is called once everything is written, just before the commit: an exception
-    it raises rolls everything back too (the run waits there for the stewards' reports).
+    either raises rolls everything back too (the run waits there for the stewards' reports).
     """
     started = time.perf_counter()
     _check_frames(frames)
@@ -336,7 +339,11 @@ def load(
                 staging_started = time.perf_counter()
                 _stage_all(step, frames, config.batch_rows)
                 staging_seconds = time.perf_counter() - staging_started
+                log.info("load %s: %d rows staged in %.1fs", config.run_id,
+                         sum(len(frames.table(name)) for name in _COLUMN_KINDS), staging_seconds)
                 checkpoint("load:staged")
+                if after_staging is not None:
+                    after_staging()
                 _converge(step)
                 if dialect == "sqlite":
                     for name in _COLUMN_KINDS:

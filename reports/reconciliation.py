@@ -667,6 +667,11 @@ class RegisterRows(Sequence[RegisterRow]):
     def __init__(self, register: pd.DataFrame) -> None:
         self._frame = register[list(_REGISTER_ROW_COLUMNS)]
 
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The rows as a frame of _REGISTER_ROW_COLUMNS, in the register's order."""
+        return self._frame
+
     def __len__(self) -> int:
         return len(self._frame)
 

@@ -656,6 +656,42 @@ def test_before_commit_runs_once_everything_is_written_and_its_failure_rolls_bac
     _assert_converged(engine, _wave_two(), native_keys={"establishments": {SIRET_NATIVE}})
 
 
+
+def test_after_staging_runs_once_every_frame_is_staged_before_any_sql_and_its_failure_rolls_back(
+    engine: Engine,
+) -> None:
+    _run(engine, _wave_one(), "w1")
+    before = _everything(engine)
+    frames = _wave_two()
+    seen: list[str] = []
+    calls: list[list[str]] = []
+
+    def after_staging() -> None:
+        calls.append(list(seen))
+        raise _InterruptedError("the stewards' reports could not be started")
+
+    with pytest.raises(_InterruptedError, match="could not be started"):
+        _run(engine, frames, "w2", progress=lambda step, rows: seen.append(step), after_staging=after_staging)
+
+    assert len(calls) == 1
+    staged = calls[0]
+    assert staged == seen  # nothing after it
+    assert all(step.startswith("staging ") for step in staged)
+    assert {step.removeprefix("staging ") for step in staged} == {
+        name for name in ("applications", "establishments", "accounts", "entitlements", "access_requests",
+                          "exceptions") if len(frames.table(name))}
+    _assert_same(before, engine)
+
+    seen.clear()
+    calls.clear()
+    result = _run(engine, frames, "w2", progress=lambda step, rows: seen.append(step),
+                  after_staging=lambda: calls.append(list(seen)))
+    assert len(calls) == 1
+    assert len(seen) > len(calls[0])  # the SQL steps came after
+    assert not any(step.startswith("staging ") for step in seen[len(calls[0]):])
+    assert result.tables["migration_exceptions"].inserted == 1
+    _assert_converged(engine, frames, native_keys={"establishments": {SIRET_NATIVE}})
+
 def _foreign_keys(target: Engine) -> list[tuple[Any, ...]]:
     """Every foreign key of the target as the engine's catalogue states it (PostgreSQL: with
     its definition and whether it is validated)."""

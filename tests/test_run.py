@@ -308,6 +308,32 @@ def test_the_load_commits_only_once_the_stewards_reports_are_written(legacy_csv:
     assert log.index("stage reports done") < log.index("stage load done")
 
 
+
+def test_the_stewards_reports_start_once_the_load_has_staged_and_are_written_when_it_fails_before(
+        legacy_csv: Path, target_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started from the staging's end (the staging's Python would share the interpreter lock with
+    them); a load that fails before then still leaves the stewards their reports."""
+    out = tmp_path / "run"
+    done = run(legacy_csv, target_url, out)
+    assert done.exit_code == 0, done.output
+    log = (out / "run.log.jsonl").read_text(encoding="utf-8")
+    assert log.index("rows staged in") < log.index("stage reports started") < log.index("stage load done")
+
+    from pipelines import load as load_module
+
+    def lost(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("the database went away during the staging")
+
+    monkeypatch.setattr(load_module, "_stage_all", lost)
+    again = tmp_path / "again"
+    failed = run(legacy_csv, target_url, again)
+    assert isinstance(failed.exception, ConnectionError), failed.output
+    log = (again / "run.log.jsonl").read_text(encoding="utf-8")
+    assert "rows staged in" not in log
+    assert "stage reports done" in log
+    assert (again / "exceptions.csv").is_file()
+    assert (again / "validation" / "index.html").is_file()
+
 STRICT_GATE = "min_records_for_shares = 0\n[max_rejected_share]\nuser = 0.01\n"
 
 
