@@ -436,7 +436,7 @@ def markdown(summary: list[dict[str, Any]], context: dict[str, Any]) -> str:
         f"{context['repeat']} run(s); legacy export generated with `--seed 1`, `--as-of {AS_OF}`).",
         "",
         "Wall seconds per stage, from the run log (reports = Data Docs and workbook, written in a second thread "
-        "beside the load, whose commit waits for them; other = the rest of the run's own total, run, beyond the "
+        "from when the load has staged its frames, its commit waiting for them; other = the rest of the run's own total, run, beyond the "
         "five stages extract to reconcile; wall = the whole process, interpreter start and imports included):",
         "",
         "| users | engine | extract | validate | transform | reports | load | reconcile | other | run | wall "
