@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from pipelines.arrow_text import arrow_strings
 from reports.reconciliation import DIFFERENCES_FILE, REGISTER_FILE, ReconciliationReport, RegisterRow, RegisterRows
 from reports.spreadsheet_safety import neutralise_arrow, neutralise_cell
 
@@ -141,20 +141,16 @@ def _register_cells(register: Sequence[RegisterRow]) -> Iterator[Iterable[Sequen
 
 def _register_text(frame: pd.DataFrame) -> list[pa.Array] | None:
     """The cells of REGISTER_COLUMNS as Arrow text arrays without nulls, neutralised as the row
-    way does; None when a column is not text, or a key, outcome or reason code is missing (the
-    row way writes those as Python does)."""
+    way does; None when a column is not Arrow-backed text (as the target reader gives it), or a
+    key, outcome or reason code is missing (the row way writes those as Python does)."""
     columns: list[pa.Array] = []
     for name in REGISTER_COLUMNS:
         series = frame[name]
-        if not isinstance(series.dtype, pd.StringDtype):
+        if name not in _MAY_BE_NULL and series.hasnans:
             return None
-        texts = pa.array(series)
-        if isinstance(texts, pa.ChunkedArray):
-            texts = texts.combine_chunks()
-        if texts.null_count:
-            if name not in _MAY_BE_NULL:
-                return None
-            texts = pc.fill_null(texts, "")
+        texts = arrow_strings(series, nulls="")
+        if texts is None:
+            return None
         columns.append(neutralise_arrow(texts) if name in _NEUTRALISED else texts)
     return columns
 
