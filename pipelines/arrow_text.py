@@ -16,7 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def _arrow_array(values: pd.Series) -> pa.Array | None:
+def arrow_array(values: pd.Series) -> pa.Array | None:
+    """An Arrow-backed text column as one Arrow string array, missing values null (no copy
+    where it is one chunk already); None for any other column."""
     array = values.array
     if not isinstance(array, pd.arrays.ArrowStringArray):
         return None
@@ -29,7 +31,7 @@ def arrow_strings(values: pd.Series, *, nulls: str | None = None) -> pa.Array | 
 
     `nulls=None` drops the missing values; a string stands in for each of them instead.
     """
-    strings = _arrow_array(values)
+    strings = arrow_array(values)
     if strings is not None and strings.null_count:
         strings = strings.drop_null() if nulls is None else pc.fill_null(strings, nulls)
     return strings
@@ -71,7 +73,7 @@ def factorized(values: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np
         renumbered[:-1][used] = np.arange(int(used.sum()))
         used_categories: npt.NDArray[np.object_] = categories[used].to_numpy(dtype=object)
         return renumbered[category_codes], used_categories
-    strings = _arrow_array(values)
+    strings = arrow_array(values)
     if strings is None:
         codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
         return codes.astype(np.int64), np.asarray(uniques, dtype=object)
@@ -89,7 +91,7 @@ def shared_objects(values: pd.Series) -> npt.NDArray[np.object_]:
         codes = values.cat.codes.to_numpy(dtype=np.int64)
         uniques = values.cat.categories.to_numpy(dtype=object)
         missing: object = np.nan  # as to_numpy gives
-    elif _arrow_array(values) is not None:
+    elif arrow_array(values) is not None:
         codes, uniques = factorized(values)
         missing = values.array.dtype.na_value  # NaN for TEXT_DTYPE, as to_numpy gives
     else:

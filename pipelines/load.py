@@ -3,8 +3,9 @@
 Everything happens in one database transaction, so that an error or a killed process at any
 point leaves the target exactly as it was:
 
-1. every frame is staged into a temporary table (PostgreSQL: binary `COPY`; SQLite:
-   `executemany`), in chunks so that memory stays bounded;
+1. every frame is staged, in chunks so that memory stays bounded: on PostgreSQL into a
+   temporary table by binary `COPY`; on SQLite into a side database file written by ADBC from
+   Arrow, which the load's connection attaches (pipelines/sqlite_staging.py);
 2. set-based SQL then makes the target's migrated rows converge on the frames, keyed by the
    legacy identifiers (`siret`, application `code`, `legacy_user_id`,
    `legacy_habilitation_id`): new keys are inserted, changed rows updated, unchanged rows left
@@ -23,15 +24,18 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, inspect, select, text
 
+from pipelines import sqlite_staging
 from pipelines.errors import MigrationError
 from pipelines.faults import checkpoint
 from pipelines.frames import TARGET_FRAME_COLUMNS, TargetFrames
+from pipelines.memory import release_freed_memory
 from pipelines.target_schema import ORIGIN_MIGRATION, target_metadata
 from pipelines.target_setup import init_target
 
@@ -123,9 +127,6 @@ _SQL_TYPES: dict[str, dict[str, str]] = {
     "sqlite": {"int": "BIGINT", "text": "TEXT", "bool": "BOOLEAN", "timestamp": "DATETIME", "date": "DATE"},
 }
 _COPY_TYPES = {"int": "int8", "text": "text", "bool": "bool", "timestamp": "timestamp", "date": "date"}
-# SQLAlchemy's own storage formats for DateTime and Date on SQLite (it reads them back).
-_SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-_SQLITE_DATE_FORMAT = "%Y-%m-%d"
 _SQLITE_CACHE_KIB = 262_144
 
 _STAGING_PREFIX = "efp_load_"
@@ -299,9 +300,24 @@ _S_EXC = staging_table("exceptions")
 _MIG = f"'{ORIGIN_MIGRATION}'"
 
 
+class Handover:
+    """Frames whose holder gives them up to the load: it takes them out and lets them go once
+    staged, so that what runs beside the rest of the load has their memory (0.4 GB at a million
+    users). Taken once."""
+
+    def __init__(self, frames: TargetFrames) -> None:
+        self._frames: TargetFrames | None = frames
+
+    def take(self) -> TargetFrames:
+        frames, self._frames = self._frames, None
+        if frames is None:
+            raise LoadError("these frames were handed over to a load already")
+        return frames
+
+
 def load(
     engine: Engine,
-    frames: TargetFrames,
+    frames: TargetFrames | Handover,
     config: LoadConfig,
     *,
     progress: Progress | None = None,
@@ -316,38 +332,47 @@ def load(
     on the load mostly waits on the database: the run starts the stewards' reports then).
     `before_commit()` is called once everything is written, just before the commit: an exception
     either raises rolls everything back too (the run waits there for the stewards' reports).
+    Frames given as a Handover are let go of before `after_staging()`.
     """
     started = time.perf_counter()
+    if isinstance(frames, Handover):
+        frames = frames.take()
     _check_frames(frames)
     init_target(engine)
     dialect = engine.dialect.name
     if dialect not in _SQL_TYPES:
         raise LoadError(f"the load supports PostgreSQL and SQLite targets, not {dialect}")
-    with engine.connect() as conn:
+    staged_rows = sum(len(frames.table(name)) for name in _COLUMN_KINDS)
+    with engine.connect() as conn, contextlib.ExitStack() as side:
         raw = _driver_connection(conn)
         saved_pragmas = _prepare_sqlite(raw) if dialect == "sqlite" else {}
         try:
+            step = _Step(conn=conn, dialect=dialect, run_id=config.run_id, progress=progress,
+                         fk_checks=config.fk_checks, set_checks_from_rows=config.set_checks_from_rows)
+            staging_started = time.perf_counter()
+            if dialect == "sqlite":
+                # Staged before the transaction: ATTACH is refused inside one, and the side file
+                # is private to this load (the target is neither read nor written meanwhile).
+                _stage_sqlite(step, frames, config.batch_rows, side.enter_context(sqlite_staging.side_database()))
+                side.callback(sqlite_staging.detach, raw)
             with conn.begin():
-                step = _Step(conn=conn, dialect=dialect, run_id=config.run_id, progress=progress,
-                             fk_checks=config.fk_checks, set_checks_from_rows=config.set_checks_from_rows)
                 if dialect == "sqlite" and not raw.in_transaction:
                     # Takes the write lock now: nobody writes the target between our reads and writes.
                     raw.execute("BEGIN IMMEDIATE")
                 elif dialect == "postgresql":
                     # Transaction-scoped: room for the hash joins over the staged frames.
                     conn.execute(text("SET LOCAL work_mem = '256MB'"))
-                staging_started = time.perf_counter()
-                _stage_all(step, frames, config.batch_rows)
+                    _stage_postgres(step, frames, config.batch_rows)
                 staging_seconds = time.perf_counter() - staging_started
-                log.info("load %s: %d rows staged in %.1fs", config.run_id,
-                         sum(len(frames.table(name)) for name in _COLUMN_KINDS), staging_seconds)
+                log.info("load %s: %d rows staged in %.1fs", config.run_id, staged_rows, staging_seconds)
+                # From here on the staged rows are the database's: where this was the frames' last
+                # reference (a Handover), they go now.
+                del frames
+                release_freed_memory()
                 checkpoint("load:staged")
                 if after_staging is not None:
                     after_staging()
                 _converge(step)
-                if dialect == "sqlite":
-                    for name in _COLUMN_KINDS:
-                        conn.execute(text(f"DROP TABLE temp.{staging_table(name)}"))
                 checkpoint("load:converged")  # everything written, nothing committed yet
                 if before_commit is not None:
                     before_commit()
@@ -433,23 +458,39 @@ def _restore_sqlite(raw: Any, saved: Mapping[str, Any]) -> None:
         raw.execute(f"PRAGMA {name}={int(value)}")
 
 
-def _stage_all(step: _Step, frames: TargetFrames, batch_rows: int) -> None:
+def _stage_postgres(step: _Step, frames: TargetFrames, batch_rows: int) -> None:
+    types = _SQL_TYPES[step.dialect]
     for name, kinds in _COLUMN_KINDS.items():
         frame = frames.table(name)
         table = staging_table(name)
-        types = _SQL_TYPES[step.dialect]
         columns_sql = ", ".join(f"{column} {types[kind]}" for column, kind in kinds.items())
-        if step.dialect == "postgresql":
-            step.conn.execute(text(f"CREATE TEMP TABLE {table} ({columns_sql}) ON COMMIT DROP"))
-            _copy_postgres(step, frame, name, batch_rows)
-            # Temporary tables are never analysed automatically; the planner needs their size.
-            step.conn.execute(text(f"ANALYZE {table}"))
-        else:
-            step.conn.execute(text(f"DROP TABLE IF EXISTS temp.{table}"))
-            step.conn.execute(text(f"CREATE TEMP TABLE {table} ({columns_sql})"))
-            _insert_sqlite(step, frame, name, batch_rows)
-        target = "migration_exceptions" if name == "exceptions" else name
-        step.counts[target].staged = len(frame)
+        step.conn.execute(text(f"CREATE TEMP TABLE {table} ({columns_sql}) ON COMMIT DROP"))
+        _copy_postgres(step, frame, name, batch_rows)
+        # Temporary tables are never analysed automatically; the planner needs their size.
+        step.conn.execute(text(f"ANALYZE {table}"))
+        step.counts[_loaded_table(name)].staged = len(frame)
+
+
+def _stage_sqlite(step: _Step, frames: TargetFrames, batch_rows: int, path: str) -> None:
+    """The staging tables written into the side file `path`, which the load's connection then
+    attaches (pipelines/sqlite_staging.py); the SQL names them unqualified, as on PostgreSQL."""
+    raw = _driver_connection(step.conn)
+    if raw.in_transaction:
+        raise LoadError("the SQLite target connection is inside a transaction already: the load needs its own")
+    types = _SQL_TYPES[step.dialect]
+    tables = {}
+    for name, kinds in _COLUMN_KINDS.items():
+        columns_sql = ", ".join(f"{column} {types[kind]}" for column, kind in kinds.items())
+        tables[staging_table(name)] = (columns_sql, partial(sqlite_staging.arrow_table, frames.table(name), kinds))
+        step.counts[_loaded_table(name)].staged = len(frames.table(name))
+    names = {staging_table(name): name for name in _COLUMN_KINDS}
+    sqlite_staging.write_side_database(path, tables, batch_rows,
+                                       lambda table, done: step.report(f"staging {names[table]}", done))
+    sqlite_staging.attach(raw, path)
+
+
+def _loaded_table(frame_name: str) -> str:
+    return "migration_exceptions" if frame_name == "exceptions" else frame_name
 
 
 def _copy_postgres(step: _Step, frame: pd.DataFrame, name: str, batch_rows: int) -> None:
@@ -460,37 +501,23 @@ def _copy_postgres(step: _Step, frame: pd.DataFrame, name: str, batch_rows: int)
         f"COPY {staging_table(name)} ({columns}) FROM STDIN (FORMAT BINARY)"
     ) as copy:
         copy.set_types([_COPY_TYPES[kind] for kind in kinds.values()])
-        for done, rows in _row_chunks(frame, kinds, batch_rows, "postgresql"):
+        for done, rows in _row_chunks(frame, kinds, batch_rows):
             for row in rows:
                 copy.write_row(row)
             step.report(f"staging {name}", done)
 
 
-def _insert_sqlite(step: _Step, frame: pd.DataFrame, name: str, batch_rows: int) -> None:
-    kinds = _COLUMN_KINDS[name]
-    raw = _driver_connection(step.conn)
-    placeholders = ", ".join("?" for _ in kinds)
-    sql = f"INSERT INTO temp.{staging_table(name)} ({', '.join(kinds)}) VALUES ({placeholders})"
-    cursor = raw.cursor()
-    try:
-        for done, rows in _row_chunks(frame, kinds, batch_rows, "sqlite"):
-            cursor.executemany(sql, rows)
-            step.report(f"staging {name}", done)
-    finally:
-        cursor.close()
-
-
 def _row_chunks(
-    frame: pd.DataFrame, kinds: Mapping[str, str], batch_rows: int, dialect: str
+    frame: pd.DataFrame, kinds: Mapping[str, str], batch_rows: int
 ) -> Iterator[tuple[int, Iterator[tuple[Any, ...]]]]:
     """(rows done so far, that chunk's rows as driver-ready tuples), one chunk at a time."""
     for start in range(0, len(frame), batch_rows):
         chunk = frame.iloc[start : start + batch_rows]
-        columns = [_driver_values(chunk[column], kind, dialect) for column, kind in kinds.items()]
+        columns = [_driver_values(chunk[column], kind) for column, kind in kinds.items()]
         yield start + len(chunk), zip(*columns, strict=True)
 
 
-def _driver_values(series: pd.Series, kind: str, dialect: str) -> list[Any]:
+def _driver_values(series: pd.Series, kind: str) -> list[Any]:
     """One column as Python values the driver takes, NA as None (vectorised where pandas can)."""
     if kind == "int":
         if isinstance(series.dtype, np.dtype) and series.dtype.kind in "iu":
@@ -504,10 +531,6 @@ def _driver_values(series: pd.Series, kind: str, dialect: str) -> list[Any]:
             values = [None if value is None else str(value) for value in values]
         return values
     naive = _naive_datetimes(series)
-    if dialect == "sqlite":
-        # SQLite has no date type: the text SQLAlchemy itself writes (and reads back).
-        pattern = _SQLITE_TIMESTAMP_FORMAT if kind == "timestamp" else _SQLITE_DATE_FORMAT
-        return _objects(naive.dt.strftime(pattern))
     unit = "datetime64[us]" if kind == "timestamp" else "datetime64[D]"
     # numpy turns datetime64[us] into datetime.datetime, [D] into datetime.date, NaT into None.
     dates: list[Any] = naive.to_numpy(dtype=unit).astype(object).tolist()

@@ -409,13 +409,43 @@ def _jsonable(value: Any) -> Any:
 # --- entry points --------------------------------------------------------------------------------
 
 
-def reconcile(config: ReconcileConfig) -> ReconciliationReport:
-    """Extracts the legacy source, then reconciles it with the target."""
+@dataclass(frozen=True)
+class LegacySide:
+    """What the reconciliation draws from the legacy source alone, read afresh through the extract."""
+
+    frames: LegacyFrames  # cut to LEGACY_COLUMNS_USED
+    inputs: LegacyInputs
+    evidence: tuple[TableEvidence, ...]  # of each whole table, in LEGACY_FRAME_COLUMNS order
+
+
+def read_legacy_side(source: str, show_personal_data: bool) -> LegacySide:
+    """The legacy source extracted and its evidence hashed, each whole table let go once hashed.
+
+    Depends on nothing the pipeline writes: `efp-migrate run` reads it while the load waits on
+    the database, then hands it to `reconcile`."""
+    clock = time.perf_counter()
+    legacy = extract_legacy(source)
+    inputs, tables = legacy.inputs, {name: legacy.frames.table(name) for name in LEGACY_FRAME_COLUMNS}
+    frames = legacy_columns_used(legacy.frames, show_personal_data)
+    del legacy
+    with gc_paused():
+        evidence = _legacy_evidence_letting_go(tables)
+    log.info("legacy source read and hashed in %.1f s", time.perf_counter() - clock)
+    return LegacySide(frames=frames, inputs=inputs, evidence=evidence)
+
+
+def reconcile(config: ReconcileConfig, legacy: Future[LegacySide] | None = None) -> ReconciliationReport:
+    """Extracts the legacy source, then reconciles it with the target.
+
+    `legacy`: the legacy side being read elsewhere (read_legacy_side of this very source, with this
+    show_personal_data), waited for here while the target is read; else read here."""
     started_at = config.started_at or paris_now()
     mapping = load_mapping(config.mappings_dir)  # a bad mapping stops before any data is read
     engine = make_engine(config.target_url, what="--target")
     try:
         require_target_schema(engine)  # a wrong --target stops before the extract, which takes a while
+        if legacy is not None:
+            return _reconcile_with(legacy, engine, replace(config, started_at=started_at), mapping)
         # The target is read while the legacy source is extracted: the ADBC drivers read with
         # the GIL released, so on two cores the two readings overlap (the extract's own
         # error, if any, is the one raised; the read is waited for either way).
@@ -424,10 +454,10 @@ def reconcile(config: ReconcileConfig) -> ReconciliationReport:
         config = _naive_as_of(replace(config, started_at=started_at))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-target-read") as pool:
             reading = pool.submit(read_target_side, engine, config)
-            legacy = extract_legacy(config.source)
-            inputs, tables = legacy.inputs, {name: legacy.frames.table(name) for name in LEGACY_FRAME_COLUMNS}
-            frames = legacy_columns_used(legacy.frames, config.show_personal_data)
-            del legacy
+            extracted = extract_legacy(config.source)
+            inputs, tables = extracted.inputs, {name: extracted.frames.table(name) for name in LEGACY_FRAME_COLUMNS}
+            frames = legacy_columns_used(extracted.frames, config.show_personal_data)
+            del extracted
             # The legacy evidence is hashed in the same thread once the target side is done
             # (queued behind it), while this one compares; the whole tables are that thread's
             # alone, each let go once hashed, so the columns only the evidence reads go early.
@@ -438,6 +468,18 @@ def reconcile(config: ReconcileConfig) -> ReconciliationReport:
                                     legacy_hashing=hashing)
     finally:
         engine.dispose()
+
+
+def _reconcile_with(legacy: Future[LegacySide], engine: Engine, config: ReconcileConfig,
+                    mapping: Mapping) -> ReconciliationReport:
+    config = _naive_as_of(config)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-target-read") as pool:
+        reading = pool.submit(read_target_side, engine, config)
+        side = legacy.result()
+        hashed: Future[tuple[TableEvidence, ...]] = Future()
+        hashed.set_result(side.evidence)
+        return reconcile_frames(side.frames, engine, config, inputs=side.inputs, mapping=mapping,
+                                target=reading.result(), legacy_hashing=hashed)
 
 
 def reconcile_frames(

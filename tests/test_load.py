@@ -7,11 +7,13 @@ hand; `_wave_one` and `_wave_two` say in their docstrings what they contain.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from sqlalchemy import Engine, exc, insert, select, text, update
 
 from pipelines.db import make_engine
 from pipelines.frames import TARGET_FRAME_COLUMNS, TargetFrames
-from pipelines.load import LoadConfig, LoadError, LoadResult, load, read_target_state
+from pipelines.load import Handover, LoadConfig, LoadError, LoadResult, load, read_target_state
 from pipelines.target_schema import (
     accounts,
     applications,
@@ -358,7 +360,7 @@ def _assert_converged(target: Engine, frames: TargetFrames, *, native_keys: Mapp
     assert migrated_accounts["password_hash"].isna().all()
 
 
-def _run(target: Engine, frames: TargetFrames, run_id: str, **kwargs: Any) -> LoadResult:
+def _run(target: Engine, frames: TargetFrames | Handover, run_id: str, **kwargs: Any) -> LoadResult:
     return load(target, frames, LoadConfig(run_id=run_id, batch_rows=2), **kwargs)
 
 
@@ -691,6 +693,31 @@ def test_after_staging_runs_once_every_frame_is_staged_before_any_sql_and_its_fa
     assert not any(step.startswith("staging ") for step in seen[len(calls[0]):])
     assert result.tables["migration_exceptions"].inserted == 1
     _assert_converged(engine, frames, native_keys={"establishments": {SIRET_NATIVE}})
+
+def test_frames_handed_over_are_let_go_once_staged_and_only_once(engine: Engine) -> None:
+    """What runs beside the rest of the load (the stewards' reports, the reconciliation's reading
+    of the legacy source) has the frames' memory: nothing of the load holds them after staging."""
+    frames = _wave_one()
+    expected = _wave_one()
+    watched = {name: weakref.ref(frames.table(name)) for name in TARGET_FRAME_COLUMNS}
+    handover = Handover(frames)
+    del frames
+    alive: list[list[str]] = []
+
+    def after_staging() -> None:
+        gc.collect()
+        alive.append([name for name, ref in watched.items() if ref() is not None])
+
+    _run(engine, handover, "w1", after_staging=after_staging)
+    assert alive == [[]]
+    _assert_converged(engine, expected, native_keys={"establishments": {SIRET_NATIVE}})
+    with pytest.raises(LoadError, match="handed over to a load already"):
+        _run(engine, handover, "w1-again")
+
+    kept = _wave_one()  # given as they are, the caller's frames stay the caller's
+    _run(engine, kept, "w1-kept")
+    _assert_converged(engine, kept, native_keys={"establishments": {SIRET_NATIVE}})
+
 
 def _foreign_keys(target: Engine) -> list[tuple[Any, ...]]:
     """Every foreign key of the target as the engine's catalogue states it (PostgreSQL: with

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -324,7 +325,8 @@ def test_the_stewards_reports_start_once_the_load_has_staged_and_are_written_whe
     def lost(*args: object, **kwargs: object) -> None:
         raise ConnectionError("the database went away during the staging")
 
-    monkeypatch.setattr(load_module, "_stage_all", lost)
+    monkeypatch.setattr(load_module, "_stage_postgres", lost)
+    monkeypatch.setattr(load_module, "_stage_sqlite", lost)
     again = tmp_path / "again"
     failed = run(legacy_csv, target_url, again)
     assert isinstance(failed.exception, ConnectionError), failed.output
@@ -333,6 +335,68 @@ def test_the_stewards_reports_start_once_the_load_has_staged_and_are_written_whe
     assert "stage reports done" in log
     assert (again / "exceptions.csv").is_file()
     assert (again / "validation" / "index.html").is_file()
+
+def _without_times(report: dict[str, Any]) -> dict[str, Any]:
+    """A reconciliation report less what differs between two readings of the same state: when
+    it ran, where it wrote, and the ledger's state (the run's own reading is made before the run
+    is marked finished)."""
+    header = dict(report["header"])
+    for key in ("started_at", "ended_at"):
+        header.pop(key, None)
+    header["configuration"] = {k: v for k, v in header["configuration"].items() if k != "out_dir"}
+    header["register_run"] = {k: v for k, v in header["register_run"].items() if k not in ("status", "ended_at")}
+    evidence = {side: [e for e in tables if not str(e["table"]).startswith("migration_")
+                       or e["table"] == "migration_exceptions"] for side, tables in report["evidence"].items()}
+    return {**report, "header": header, "evidence": evidence}
+
+
+def test_the_run_reads_the_legacy_source_for_its_reconciliation_beside_the_load_and_reports_as_alone(
+        legacy_csv: Path, target_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its reconciliation's reading of the legacy source is done once, in the thread beside the
+    load (queued behind the stewards' reports), and gives the report a reconciliation alone gives."""
+    from reports import reconciliation
+
+    readers: list[str] = []
+    extract_legacy = reconciliation.extract_legacy
+
+    def recorded(source: str) -> Any:
+        readers.append(threading.current_thread().name)
+        return extract_legacy(source)
+
+    monkeypatch.setattr(reconciliation, "extract_legacy", recorded)
+    out = tmp_path / "run"
+    done = run(legacy_csv, target_url, out, "--json")
+    assert done.exit_code == 0, done.output
+    assert len(readers) == 1, readers
+    assert readers[0].startswith("beside-the-load"), readers
+    log = (out / "run.log.jsonl").read_text(encoding="utf-8")
+    assert log.index("rows staged in") < log.index("stage reports done") < log.index("legacy source read and hashed")
+
+    alone = tmp_path / "alone"
+    result = CliRunner().invoke(main, ["reconcile", "--source", str(legacy_csv), "--target", target_url,
+                                       "--as-of", AS_OF, "--out", str(alone),
+                                       "--run", json.loads(done.output)["run_id"]])
+    assert result.exit_code == 0, result.output
+    assert readers[1] == threading.main_thread().name
+    in_run = json.loads((out / "reconciliation.json").read_text(encoding="utf-8"))
+    by_itself = json.loads((alone / "reconciliation.json").read_text(encoding="utf-8"))
+    assert in_run["evidence"]["legacy"]
+    assert _without_times(in_run) == _without_times(by_itself)
+
+    # A load that fails before its staging is done never has the legacy source read for a
+    # reconciliation that will not come.
+    from pipelines import load as load_module
+
+    def lost(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("the database went away during the staging")
+
+    monkeypatch.setattr(load_module, "_stage_postgres", lost)
+    monkeypatch.setattr(load_module, "_stage_sqlite", lost)
+    readers.clear()
+    failed = run(legacy_csv, target_url, tmp_path / "again")
+    assert isinstance(failed.exception, ConnectionError), failed.output
+    assert readers == []
+
 
 STRICT_GATE = "min_records_for_shares = 0\n[max_rejected_share]\nuser = 0.01\n"
 
