@@ -426,6 +426,10 @@ def _check_frames(frames: TargetFrames) -> None:
             if len(duplicated):
                 sample = ", ".join(str(v) for v in duplicated.unique()[:5])
                 raise LoadError(f"frame {name}: {column} is not unique ({sample})")
+    for name, kinds in _COLUMN_KINDS.items():
+        for column, kind in kinds.items():
+            if kind in ("timestamp", "date") and isinstance(frames.table(name)[column].dtype, pd.DatetimeTZDtype):
+                raise LoadError(f"frame {name}: column {column}: timestamps must be naive (Europe/Paris wall time)")
     known_users = frames.accounts["legacy_user_id"]
     for name in ("entitlements", "access_requests"):
         holders = frames.table(name)["legacy_user_id"]

@@ -591,6 +591,7 @@ def test_a_login_held_by_a_native_account_is_refused(engine: Engine) -> None:
         ("duplicate_habilitation", "legacy_habilitation_id is not unique"),
         ("unknown_holder", "legacy_user_id not among the accounts"),
         ("duplicate_login", "login is not unique"),
+        ("aware_timestamps", "valid_from: timestamps must be naive"),
     ],
 )
 def test_inconsistent_frames_are_refused_before_anything_is_written(
@@ -602,6 +603,8 @@ def test_inconsistent_frames_are_refused_before_anything_is_written(
         wave.entitlements.loc[1, "legacy_habilitation_id"] = 5001
     elif defect == "unknown_holder":
         wave.entitlements.loc[1, "legacy_user_id"] = 999_999
+    elif defect == "aware_timestamps":
+        wave.entitlements["valid_from"] = pd.to_datetime(wave.entitlements["valid_from"]).dt.tz_localize("Europe/Paris")
     else:
         wave.accounts.loc[1, "login"] = "alice@example.fr"
 
