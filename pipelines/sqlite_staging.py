@@ -8,13 +8,15 @@ timestamps turned into SQLAlchemy's text by an Arrow cast, not pandas' per-value
 
 The side file holds personal data: it lives in a private temporary folder (mode 0700), and is
 unlinked as soon as the load's connection has it open, so that it is gone with the connection,
-even when the process is killed. It only holds copies of the frames: the target is written, in
-one transaction as before, by the set-based SQL reading from it.
+even when the process is killed. A process killed while it writes the file leaves it, in a
+folder named after the process: the next load removes it. It only holds copies of the frames:
+the target is written, in one transaction as before, by the set-based SQL reading from it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -71,14 +73,42 @@ def arrow_table(frame: pd.DataFrame, kinds: Mapping[str, str]) -> pa.Table:
     return pa.table({column: arrow_column(frame[column], kind) for column, kind in kinds.items()})
 
 
+_FOLDER_PREFIX = "efp-load-staging-"
+
+
 @contextlib.contextmanager
 def side_database() -> Iterator[str]:
-    """A path for the side file, in a private temporary folder removed afterwards."""
-    folder = tempfile.mkdtemp(prefix="efp-load-staging-")  # mode 0700
+    """A path for the side file, in a private temporary folder removed afterwards. The folder
+    is named after this process, so that a later load removes it if the process was killed."""
+    remove_abandoned()
+    folder = tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-")  # mode 0700
     try:
         yield str(Path(folder) / "staging.sqlite")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_abandoned() -> list[Path]:
+    """Removes the staging folders of this user's loads whose process is gone (killed while it
+    wrote the side file, that file is still there: copies of personal data); returns them."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{_FOLDER_PREFIX}*"):
+        pid = folder.name.removeprefix(_FOLDER_PREFIX).split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and folder.stat().st_uid == os.getuid() and not _alive(int(pid)):
+                shutil.rmtree(folder)
+                removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_side_database(path: str, tables: Mapping[str, tuple[str, Callable[[], pa.Table]]],

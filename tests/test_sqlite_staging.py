@@ -3,7 +3,11 @@ side file nobody else can find and nothing leaves behind."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from datetime import date, datetime
 from pathlib import Path
@@ -20,7 +24,7 @@ from pipelines import sqlite_staging
 from pipelines.db import make_engine
 from pipelines.load import LoadConfig, load
 
-from .test_load import _assert_converged, _wave_one, _wave_two
+from .test_load import _KILL_SCRIPT, _assert_converged, _wave_one, _wave_two
 
 _SQLALCHEMY_TYPES = {"int": BigInteger, "bool": Boolean, "text": Text, "timestamp": DateTime, "date": Date}
 _DECLARED = {"int": "BIGINT", "bool": "BOOLEAN", "text": "TEXT", "timestamp": "DATETIME", "date": "DATE"}
@@ -167,3 +171,38 @@ def test_the_side_file_is_unlinked_while_the_load_runs_and_its_folder_gone_after
         assert sqlite_staging.STAGING_SCHEMA not in attached
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(("killed_at", "file_left"), [("staging accounts", True), ("upsert entitlements", False)])
+def test_a_load_killed_while_staging_leaves_its_folder_to_the_next_load_which_removes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_at: str, file_left: bool) -> None:
+    """Killed while ADBC writes the side file, the process leaves that file (personal data);
+    killed once it is attached, an empty folder. The next load removes either."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    url = f"sqlite:///{tmp_path / 'target.sqlite'}"
+    engine = make_engine(url)
+    try:
+        load(engine, _wave_one(), LoadConfig(run_id="w1", batch_rows=2))
+        killed = subprocess.Popen(
+            [sys.executable, "-c", _KILL_SCRIPT, url, killed_at], cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, stderr = killed.communicate(timeout=120)
+        assert killed.returncode == -signal.SIGKILL, stderr
+        left = _staging_folders(scratch)
+        assert [_pid_of(folder) for folder in left] == [killed.pid]  # named after the process
+        assert [p.name for p in left[0].iterdir()] == (["staging.sqlite"] if file_left else [])
+
+        # A folder of a live process (this one) is not another load's to remove.
+        own = Path(tempfile.mkdtemp(prefix=f"efp-load-staging-{os.getpid()}-", dir=scratch))
+        monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+        frames = _wave_two()
+        load(engine, frames, LoadConfig(run_id="w2", batch_rows=2))
+        assert _staging_folders(scratch) == [own]
+        _assert_converged(engine, frames, native_keys={})
+    finally:
+        engine.dispose()
+
+
+def _pid_of(folder: Path) -> int:
+    return int(folder.name.removeprefix("efp-load-staging-").split("-", 1)[0])
