@@ -118,10 +118,9 @@ def write_side_database(path: str, tables: Mapping[str, tuple[str, Callable[[], 
     after each batch."""
     import adbc_driver_sqlite.dbapi as adbc_sqlite
 
-    # Autocommit: the PRAGMAs are refused inside a transaction; each batch is committed alone,
-    # which costs nothing without a journal nor waiting on the disk.
+    # Autocommit, as the PRAGMAs are refused inside a transaction. A scratch file, deleted
+    # whatever happens, needs no journal nor waiting on the disk: each batch's commit costs nothing.
     with adbc_sqlite.connect(path, autocommit=True) as connection, connection.cursor() as cursor:
-        # A scratch file, deleted whatever happens: no journal, no waiting on the disk.
         cursor.execute("PRAGMA journal_mode=OFF")
         cursor.execute("PRAGMA synchronous=OFF")
         for name, (columns_sql, make) in tables.items():
