@@ -424,14 +424,20 @@ def read_legacy_side(source: str, show_personal_data: bool) -> LegacySide:
     Depends on nothing the pipeline writes: `efp-migrate run` reads it while the load waits on
     the database, then hands it to `reconcile`."""
     clock = time.perf_counter()
-    legacy = extract_legacy(source)
-    inputs, tables = legacy.inputs, {name: legacy.frames.table(name) for name in LEGACY_FRAME_COLUMNS}
-    frames = legacy_columns_used(legacy.frames, show_personal_data)
-    del legacy
+    inputs, tables, frames = _extracted_legacy(source, show_personal_data)
     with gc_paused():
         evidence = _legacy_evidence_letting_go(tables)
     log.info("legacy source read and hashed in %.1f s", time.perf_counter() - clock)
     return LegacySide(frames=frames, inputs=inputs, evidence=evidence)
+
+
+def _extracted_legacy(source: str, show_personal_data: bool
+                      ) -> tuple[LegacyInputs, dict[str, pd.DataFrame], LegacyFrames]:
+    """The legacy source through the extract: its inputs, its whole tables (for the evidence) and
+    its frames cut to LEGACY_COLUMNS_USED (no data copied)."""
+    legacy = extract_legacy(source)
+    tables = {name: legacy.frames.table(name) for name in LEGACY_FRAME_COLUMNS}
+    return legacy.inputs, tables, legacy_columns_used(legacy.frames, show_personal_data)
 
 
 def reconcile(config: ReconcileConfig, legacy: Future[LegacySide] | None = None) -> ReconciliationReport:
@@ -454,10 +460,7 @@ def reconcile(config: ReconcileConfig, legacy: Future[LegacySide] | None = None)
         config = _naive_as_of(replace(config, started_at=started_at))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="efp-target-read") as pool:
             reading = pool.submit(read_target_side, engine, config)
-            extracted = extract_legacy(config.source)
-            inputs, tables = extracted.inputs, {name: extracted.frames.table(name) for name in LEGACY_FRAME_COLUMNS}
-            frames = legacy_columns_used(extracted.frames, config.show_personal_data)
-            del extracted
+            inputs, tables, frames = _extracted_legacy(config.source, config.show_personal_data)
             # The legacy evidence is hashed in the same thread once the target side is done
             # (queued behind it), while this one compares; the whole tables are that thread's
             # alone, each let go once hashed, so the columns only the evidence reads go early.
