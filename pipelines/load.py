@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, inspect, select, text
 
-from pipelines import sqlite_staging
+from pipelines import set_based_checks, sqlite_staging
 from pipelines.errors import MigrationError
 from pipelines.faults import checkpoint
 from pipelines.frames import TARGET_FRAME_COLUMNS, TargetFrames
@@ -149,11 +149,13 @@ class LoadConfig:
     """Rows converted and sent to the staging tables at a time (bounds memory)."""
     fk_checks: str = "auto"
     """PostgreSQL only. "per-row": the foreign-key triggers check every inserted habilitation
-    (about 11 µs a row on the benchmark machine) and readers never wait. "set": the table's
-    foreign keys are dropped and added back inside the load's transaction, so that PostgreSQL
-    checks them with one set-based query; until the load commits, readers of that table and of
-    the tables it references (accounts, applications, establishments) wait. "auto": "set" for a
-    table receiving at least `set_checks_from_rows` new rows (a first wave), else "per-row"."""
+    (about 11 µs a row on the benchmark machine), every index takes each row as it comes, and
+    readers never wait. "set": a habilitation table's foreign keys are dropped and added back
+    inside the load's transaction, so that PostgreSQL checks them with one set-based query, and
+    in a first wave a table receiving more rows than it holds has its indexes (but its primary
+    key) dropped and built again, one sort each (pipelines/set_based_checks.py); until the load
+    commits, readers of those tables and of the tables they reference wait. "auto": "set" for
+    a table receiving at least `set_checks_from_rows` new rows (a first wave), else "per-row"."""
     set_checks_from_rows: int = SET_CHECKS_FROM_ROWS
 
     def __post_init__(self) -> None:
@@ -201,6 +203,8 @@ class LoadResult:
     staging_seconds: float = 0.0
     set_checked: tuple[str, ...] = ()
     """Tables whose foreign keys PostgreSQL checked set-based (see LoadConfig.fk_checks)."""
+    indexes_rebuilt: tuple[str, ...] = ()
+    """Tables whose indexes PostgreSQL built after their insert, one sort each (first waves)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,6 +212,7 @@ class LoadResult:
             "engine": self.engine,
             "tables": {name: counts.to_dict() for name, counts in self.tables.items()},
             "set_checked": list(self.set_checked),
+            "indexes_rebuilt": list(self.indexes_rebuilt),
             "staging_seconds": round(self.staging_seconds, 3),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
         }
@@ -239,6 +244,17 @@ class _Step:
     set_checks_from_rows: int = SET_CHECKS_FROM_ROWS
     counts: dict[str, _Counts] = field(default_factory=lambda: {name: _Counts() for name in LOAD_TABLES})
     set_checked: list[str] = field(default_factory=list)
+    indexes_rebuilt: list[str] = field(default_factory=list)
+
+    def set_based(self, new_rows: int) -> bool:
+        """Whether a table receiving `new_rows` has its constraints checked set-based."""
+        if self.dialect != "postgresql" or self.fk_checks == "per-row":
+            return False
+        return self.fk_checks == "set" or new_rows >= self.set_checks_from_rows
+
+    def has_more_rows(self, table: str, *, than: int) -> bool:
+        # Counts no further than it needs to: the table may be large.
+        return self.scalar(f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT {int(than) + 1}) x") > than
 
     def execute(self, sql: str, what: str | None = None) -> int:
         rowcount = int(self.conn.execute(text(sql), {"run_id": self.run_id}).rowcount)
@@ -298,6 +314,8 @@ _S_ENT = staging_table("entitlements")
 _S_REQ = staging_table("access_requests")
 _S_EXC = staging_table("exceptions")
 _MIG = f"'{ORIGIN_MIGRATION}'"
+# The tables whose rows say who wrote them (the exceptions are the migration's own).
+_ORIGIN_TABLES = frozenset(LOAD_TABLES) - {"migration_exceptions"}
 
 
 class Handover:
@@ -362,6 +380,8 @@ def load(
                 elif dialect == "postgresql":
                     # Transaction-scoped: room for the hash joins over the staged frames.
                     conn.execute(text("SET LOCAL work_mem = '256MB'"))
+                    # And for the index builds of a first wave (_indexes_rebuilt): one sort each.
+                    conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
                     _stage_postgres(step, frames, config.batch_rows)
                 staging_seconds = time.perf_counter() - staging_started
                 log.info("load %s: %d rows staged in %.1fs", config.run_id, staged_rows, staging_seconds)
@@ -387,6 +407,7 @@ def load(
         staging_seconds=staging_seconds,
         elapsed_seconds=elapsed,
         set_checked=tuple(step.set_checked),
+        indexes_rebuilt=tuple(step.indexes_rebuilt),
     )
     log.info("load %s done in %.1fs", config.run_id, elapsed)
     return result
@@ -603,10 +624,20 @@ class _Upsert:
     joins: str = ""
     new_row_condition: str = ""
 
-    def sql(self, step: _Step) -> str:
+    def sql(self, step: _Step, *, without_key_index: bool = False) -> str:
+        """`without_key_index`: a first wave into a table whose indexes are dropped for the
+        insert (_indexes_rebuilt): with no unique index on the key for ON CONFLICT, the rows
+        whose key a (native) row holds are left out by an anti-join, which is the same thing
+        with no row of ours to update and the table locked by the drop."""
         expressions = dict(self.values)
         columns = ", ".join(column for column, _ in self.values)
         selected = ", ".join(expression for _, expression in self.values)
+        if without_key_index:
+            return (
+                f"INSERT INTO {self.table} ({columns}, origin, created_by_run, written_by_run) "
+                f"SELECT {selected}, {_MIG}, :run_id, :run_id FROM {self.staging} s {self.joins} "
+                f"WHERE {step.absent_from(f's.{self.key}', self.table, self.key)}{self.new_row_condition}"
+            )
         if step.exists(f"FROM {self.table} WHERE origin = {_MIG}"):
             # A later wave: only rows that are new or differ are selected (`t` is the target
             # row), so the many unchanged rows are neither locked nor, on PostgreSQL, given a
@@ -654,7 +685,8 @@ def _upsert_keyed(step: _Step, table: str, staging: str, key: str, columns: Sequ
 
 def _count_upsert(step: _Step, counts: _Counts, upsert: _Upsert) -> None:
     migrated, matched = upsert.matched(step)
-    written = step.execute(upsert.sql(step), f"upsert {upsert.table}")
+    with _indexes_rebuilt(step, upsert.table, new_rows=counts.staged - matched) as rebuilt:
+        written = step.execute(upsert.sql(step, without_key_index=rebuilt), f"upsert {upsert.table}")
     counts.native_kept = matched - migrated
     counts.inserted = counts.staged - matched
     counts.updated = written - counts.inserted
@@ -776,34 +808,44 @@ def _foreign_keys_checked(step: _Step, table: str, *, new_rows: int) -> Iterator
     """Around the insert of a habilitation table's rows: how PostgreSQL checks their foreign keys.
 
     Per row, each inserted row fires one trigger per foreign key, which looks the key up and
-    locks the referenced row: at 2 million entitlements that was 25 s of a 58 s load. Set-based,
-    the table's foreign keys are dropped here and added back afterwards, which makes PostgreSQL
-    check every row with one anti-join (about 1.5 s) and fail the load with the same
-    foreign-key error as a trigger would. Both happen in the load's transaction: a failure rolls
-    the constraints back with everything else, and nobody ever sees the table without them
-    (DROP CONSTRAINT takes an ACCESS EXCLUSIVE lock, held until commit: the price of this way).
+    locks the referenced row: at 2 million entitlements that was 25 s of a 58 s load. Set-based
+    (pipelines/set_based_checks.py), the table's foreign keys are dropped here and added back
+    afterwards, which makes PostgreSQL check every row with one anti-join (about 1.5 s).
     """
-    if step.dialect != "postgresql" or step.fk_checks == "per-row" or (
-        step.fk_checks == "auto" and new_rows < step.set_checks_from_rows
-    ):
+    if not step.set_based(new_rows):
         yield
         return
-    constraints = step.conn.execute(
-        text(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = CAST(:table AS regclass) AND contype = 'f' ORDER BY conname"
-        ),
-        {"table": table},
-    ).all()
-    quote = step.conn.dialect.identifier_preparer.quote
-    # exec_driver_sql: a definition is DDL text from the catalogue, not a statement with binds.
-    for name, _ in constraints:
-        step.conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT {quote(name)}")
-    yield
-    for name, definition in constraints:
-        step.conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT {quote(name)} {definition}")
+    with set_based_checks.foreign_keys_dropped(step.conn, table) as names:
+        yield
+    for name in names:
         step.report(f"check {table} {name}", 0)
     step.set_checked.append(table)
+
+
+@contextlib.contextmanager
+def _indexes_rebuilt(step: _Step, table: str, *, new_rows: int) -> Iterator[bool]:
+    """Around a large insert into a table that holds fewer rows than it receives: its indexes
+    (but its primary key) are dropped and built again afterwards, each by one sort
+    (pipelines/set_based_checks.py). Yields whether any was dropped: an upsert whose key's
+    unique index is gone cannot use ON CONFLICT, and goes by an anti-join instead.
+
+    Row by row, at a million users, the accounts' inserts took 10 to 14 s and the
+    entitlements' 20 to 22 s, most of it in index entries at random places (login, the access
+    tuple) and their WAL; without the indexes 2 and 9.5 s, and each index then builds in 0.5 to
+    3 s. Only a first wave goes this way: a table with rows of ours takes its changes row by
+    row, and one with more rows (native ones) than it receives would be rebuilt at a cost
+    larger than the insert's.
+    """
+    if new_rows == 0 or not step.set_based(new_rows) or step.has_more_rows(table, than=new_rows) or (
+        table in _ORIGIN_TABLES and step.exists(f"FROM {table} WHERE origin = {_MIG}")
+    ):
+        yield False
+        return
+    with set_based_checks.indexes_dropped(step.conn, table) as names:
+        yield bool(names)
+    if names:
+        step.report(f"index {table}", 0)
+        step.indexes_rebuilt.append(table)
 
 
 def _native_entitlements_on_migrated_accounts(step: _Step) -> bool:
@@ -857,8 +899,12 @@ def _upsert_habilitations(step: _Step, table: str, staging: str, removed: _Remov
         new_row_condition=new_row_condition,
     )
     migrated, matched = upsert.matched(step)
-    with _foreign_keys_checked(step, table, new_rows=counts.staged - matched):
-        written = step.execute(upsert.sql(step), f"upsert {table}")
+    new_keys = counts.staged - matched
+    with (
+        _foreign_keys_checked(step, table, new_rows=new_keys),
+        _indexes_rebuilt(step, table, new_rows=new_keys) as rebuilt,
+    ):
+        written = step.execute(upsert.sql(step, without_key_index=rebuilt), f"upsert {table}")
     # Rows written back after a tuple change count as updated, not as new habilitations.
     rewritten = removed.retupled - removed.retupled_to_native
     new_rows = counts.staged - matched - native_tuples
@@ -913,11 +959,12 @@ def _replace_exceptions(step: _Step) -> None:
         "DELETE FROM migration_exceptions WHERE run_id = :run_id", "delete migration_exceptions"
     )
     columns = _COLUMN_KINDS["exceptions"]
-    counts.inserted = step.execute(
-        f"INSERT INTO migration_exceptions (run_id, {', '.join(columns)}) "
-        f"SELECT :run_id, {', '.join(f's.{c}' for c in columns)} FROM {_S_EXC} s",
-        "insert migration_exceptions",
-    )
+    with _indexes_rebuilt(step, "migration_exceptions", new_rows=counts.staged):
+        counts.inserted = step.execute(
+            f"INSERT INTO migration_exceptions (run_id, {', '.join(columns)}) "
+            f"SELECT :run_id, {', '.join(f's.{c}' for c in columns)} FROM {_S_EXC} s",
+            "insert migration_exceptions",
+        )
 
 
 # --- reading the target back ---------------------------------------------------------------

@@ -133,7 +133,8 @@ migration_exceptions = Table(
     "migration_exceptions",
     target_metadata,
     Column("exception_id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", Text, nullable=False, index=True),
+    # No index of its own: the unique constraint's index below leads with run_id.
+    Column("run_id", Text, nullable=False),
     Column("entity", String(16), nullable=False),
     Column("legacy_key", Text, nullable=False),
     Column("outcome", String(16), nullable=False),

@@ -7,6 +7,7 @@ hand; `_wave_one` and `_wave_two` say in their docstrings what they contain.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -737,33 +738,165 @@ def _foreign_keys(target: Engine) -> list[tuple[Any, ...]]:
         )
 
 
+def _indexes(target: Engine) -> list[tuple[Any, ...]]:
+    """Every index of the target with its definition (PostgreSQL: and whether it is valid and
+    which constraint it backs)."""
+    with target.connect() as conn:
+        if target.dialect.name == "postgresql":
+            return [tuple(row) for row in conn.execute(text(
+                "SELECT CAST(i.indrelid AS regclass)::text, ic.relname, pg_get_indexdef(i.indexrelid), "
+                "i.indisunique, i.indisvalid, c.conname, c.contype "
+                "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = ic.relnamespace "
+                "LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid "
+                "WHERE n.nspname = 'public' ORDER BY 1, 2"
+            ))]
+        return [tuple(row) for row in conn.execute(text(
+            "SELECT tbl_name, name, sql FROM sqlite_master WHERE type = 'index' ORDER BY 1, 2"
+        ))]
+
+
+# Wave one brings 4 accounts (the target holds 1 native), 5 entitlements (1 native), 1 access
+# request and 2 exceptions into tables that hold no migrated row. Wave two changes the first
+# two tables, brings 1 exception where the table holds wave one's 2, and 2 access requests once
+# the one of wave one is deleted (its tuple changed), leaving none of ours in the table.
+_WAVE_ONE_REBUILT = ("accounts", "entitlements", "access_requests", "migration_exceptions")
+_WAVE_TWO_REBUILT = ("access_requests",)
+
+
 @pytest.mark.parametrize("fk_checks", ["set", "per-row"])
-def test_set_based_foreign_key_checks_load_the_same_rows_and_put_every_constraint_back(
+def test_set_based_checks_load_the_same_rows_and_put_every_constraint_and_index_back(
     engine: Engine, fk_checks: str
 ) -> None:
     constraints = _foreign_keys(engine)
+    indexes = _indexes(engine)
     assert constraints  # the schema has foreign keys for this test to watch
+    assert len(indexes) >= 10  # and unique indexes, some backing constraints, some not
     natives = _native_snapshot(engine)
-    for run_id, wave in (("w1", _wave_one()), ("w2", _wave_two())):
+    set_based = engine.dialect.name == "postgresql" and fk_checks == "set"
+    for run_id, wave, rebuilt in (("w1", _wave_one(), _WAVE_ONE_REBUILT), ("w2", _wave_two(), _WAVE_TWO_REBUILT)):
         result = load(engine, wave, LoadConfig(run_id=run_id, batch_rows=2, fk_checks=fk_checks))
 
         _assert_converged(engine, wave, native_keys={"establishments": {SIRET_NATIVE}})
-        set_based = engine.dialect.name == "postgresql" and fk_checks == "set"
         assert result.set_checked == (("entitlements", "access_requests") if set_based else ())
         assert result.to_dict()["set_checked"] == list(result.set_checked)
+        assert result.indexes_rebuilt == (rebuilt if set_based else ())
+        assert result.to_dict()["indexes_rebuilt"] == list(result.indexes_rebuilt)
         # Same names, same definitions, validated: nothing tells the two ways apart afterwards.
         assert _foreign_keys(engine) == constraints
+        assert _indexes(engine) == indexes
     assert _native_snapshot(engine) == natives
+
+
+def _canonical(target: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the target's tables less the ids the target numbers itself (which depend on
+    the order rows were inserted in), an account named by its login."""
+    state = read_target_state(target)
+    logins = state["accounts"].set_index("account_id")["login"]
+    canonical = {}
+    for name, table in state.items():
+        rows = table.drop(columns=[c for c in ("account_id", "entitlement_id", "request_id") if c in table.columns])
+        if name != "accounts" and "account_id" in table.columns:
+            rows = rows.assign(account=table["account_id"].map(logins))
+        canonical[name] = sorted(
+            tuple(None if pd.isna(v) else v for v in row) for row in rows.itertuples(index=False)
+        )
+    with target.connect() as conn:
+        canonical["migration_exceptions"] = sorted(tuple(row) for row in conn.execute(text(
+            "SELECT run_id, entity, legacy_key, outcome, reason_code, detail, merged_into FROM migration_exceptions"
+        )))
+    return canonical
+
+
+@pytest.mark.postgres
+def test_a_first_wave_without_its_key_indexes_leaves_out_the_keys_native_rows_hold_as_on_conflict_does(
+    new_database_url: Callable[[str], str],
+) -> None:
+    """Natives holding a key of the frames (a legacy id EFP Connect gave an account of its own,
+    a native entitlement with a legacy id): with the key's unique index dropped for the insert,
+    the anti-join must leave the same rows out as ON CONFLICT does row by row."""
+    outcomes = []
+    for fk_checks in ("set", "per-row"):
+        target = make_engine(new_database_url("postgres"))
+        try:
+            init_target(target)
+            _seed_natives(target)
+            with target.begin() as conn:
+                conn.execute(text("UPDATE accounts SET legacy_user_id = 1004 WHERE origin = 'NATIVE'"))
+                conn.execute(text("UPDATE entitlements SET legacy_habilitation_id = 5004 WHERE origin = 'NATIVE'"))
+            result = load(target, _wave_one(), LoadConfig(run_id="w1", fk_checks=fk_checks))
+            outcomes.append((result.indexes_rebuilt, result.to_dict()["tables"], _canonical(target)))
+        finally:
+            target.dispose()
+    (rebuilt, counts, rows), (rebuilt_per_row, counts_per_row, rows_per_row) = outcomes
+    assert rebuilt == _WAVE_ONE_REBUILT
+    assert rebuilt_per_row == ()
+    assert counts["accounts"]["native_kept"] == 1
+    assert counts["entitlements"]["native_kept"] == 1
+    assert counts == counts_per_row
+    assert rows == rows_per_row
+
+
+@pytest.mark.postgres
+def test_a_table_holding_more_rows_than_it_receives_keeps_its_indexes(
+    new_database_url: Callable[[str], str],
+) -> None:
+    """Rebuilding the indexes of a table larger than the insert would cost more than the
+    insert: five native accounts against wave one's four keep the accounts' indexes."""
+    target = make_engine(new_database_url("postgres"))
+    try:
+        init_target(target)
+        _seed_natives(target)
+        with target.begin() as conn:
+            for n in range(4):
+                conn.execute(text(
+                    "INSERT INTO accounts (login, email, last_name, first_name, account_type, status, "
+                    "must_reset_password, created_at, origin) VALUES "
+                    f"('native{n}@efp-connect.fr', 'native{n}@efp-connect.fr', 'N', 'N', 'PRO', 'ACTIVE', "
+                    "false, '2024-12-01', 'NATIVE')"
+                ))
+        result = load(target, _wave_one(), LoadConfig(run_id="w1", fk_checks="set"))
+
+        assert result.indexes_rebuilt == ("entitlements", "access_requests", "migration_exceptions")
+        _assert_converged(target, _wave_one(), native_keys={"establishments": {SIRET_NATIVE}})
+    finally:
+        target.dispose()
+
+
+@pytest.mark.parametrize("fk_checks", ["set", "per-row"])
+def test_a_duplicate_access_tuple_fails_either_way_naming_the_index_and_rolls_everything_back(
+    engine: Engine, fk_checks: str
+) -> None:
+    """The frames' checks cover their keys, not the access tuple: its unique index finds the
+    duplicate, row by row or when it is built again after the insert."""
+    before = _everything(engine)
+    constraints, indexes = _foreign_keys(engine), _indexes(engine)
+    wave = _wave_one()
+    duplicate = wave.entitlements[wave.entitlements["legacy_habilitation_id"] == 5001].assign(
+        legacy_habilitation_id=5009
+    )
+    wave = dataclasses.replace(wave, entitlements=pd.concat([wave.entitlements, duplicate], ignore_index=True))
+
+    with pytest.raises(exc.IntegrityError, match=r"uq_entitlements_access|UNIQUE constraint failed") as raised:
+        load(engine, wave, LoadConfig(run_id="w1", fk_checks=fk_checks))
+
+    if engine.dialect.name == "postgresql":
+        # Both name the duplicated key, as "already exists" row by row, "is duplicated" rebuilt.
+        assert f"EDOF, {SIRET_A}, GESTIONNAIRE_EDOF)" in str(raised.value.orig)
+    _assert_same(before, engine)
+    assert _foreign_keys(engine) == constraints
+    assert _indexes(engine) == indexes
 
 
 @pytest.mark.parametrize(("threshold", "expected"), [(5, ("entitlements",)), (6, ())])
 def test_auto_foreign_key_checks_go_set_based_from_the_threshold_of_new_rows(
     engine: Engine, threshold: int, expected: tuple[str, ...]
 ) -> None:
-    """Wave one inserts 5 entitlements and 1 access request."""
+    """Wave one inserts 4 accounts, 5 entitlements, 1 access request and 2 exceptions."""
     result = load(engine, _wave_one(), LoadConfig(run_id="w1", set_checks_from_rows=threshold))
 
     assert result.set_checked == (expected if engine.dialect.name == "postgresql" else ())
+    assert result.indexes_rebuilt == (expected if engine.dialect.name == "postgresql" else ())
     _assert_converged(engine, _wave_one(), native_keys={"establishments": {SIRET_NATIVE}})
 
 
