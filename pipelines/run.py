@@ -379,6 +379,10 @@ def _read_legacy_side(config: RunConfig) -> Any:
     """The reconciliation's own reading of the legacy source (not the extract's frames)."""
     from reports.reconciliation import read_legacy_side
 
+    # It follows the stewards' reports in their thread: the rule engine's results they have just
+    # let go of hold cycles, which the run's paused collector would keep until the load's end,
+    # under this reading's peak (at 500,000 users 1.7 million blocks, 116 MB of the process).
+    collect_between_stages()
     return read_legacy_side(config.source, config.show_personal_data)
 
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,40 @@ def test_the_run_reads_the_legacy_source_for_its_reconciliation_beside_the_load_
     failed = run(legacy_csv, target_url, tmp_path / "again")
     assert isinstance(failed.exception, ConnectionError), failed.output
     assert readers == []
+
+
+class _Cycle:
+    """Garbage only the cyclic collector frees (the run pauses it inside its stages)."""
+
+    def __init__(self) -> None:
+        self.itself = self
+
+
+def test_the_reading_beside_the_load_starts_once_the_reports_garbage_is_collected(
+        legacy_csv: Path, target_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stewards' reports let go of the rule engine's results, which hold cycles: the legacy
+    source is read (its peak) once they are collected, not beside them until the load's end."""
+    from pipelines import run as run_module
+    from reports import reconciliation
+
+    left: list[weakref.ref[_Cycle]] = []
+    write_reports = run_module._write_stewards_reports
+    extract_legacy = reconciliation.extract_legacy
+    alive_when_read: list[bool] = []
+
+    def reports_leaving_a_cycle(*args: Any) -> None:
+        write_reports(*args)
+        left.append(weakref.ref(_Cycle()))
+
+    def recorded(source: str) -> Any:
+        alive_when_read.append(left[0]() is not None)
+        return extract_legacy(source)
+
+    monkeypatch.setattr(run_module, "_write_stewards_reports", reports_leaving_a_cycle)
+    monkeypatch.setattr(reconciliation, "extract_legacy", recorded)
+    done = run(legacy_csv, target_url, tmp_path / "run")
+    assert done.exit_code == 0, done.output
+    assert alive_when_read == [False]
 
 
 STRICT_GATE = "min_records_for_shares = 0\n[max_rejected_share]\nuser = 0.01\n"
