@@ -519,6 +519,9 @@ def _loaded_table(frame_name: str) -> str:
 
 
 def _copy_postgres(step: _Step, frame: pd.DataFrame, name: str, batch_rows: int) -> None:
+    # Binary COPY a row at a time from Python, not CSV written by Arrow: for 2 million
+    # entitlements Arrow's CSV took half the client's CPU (1.9 against 4.0 s) but PostgreSQL
+    # parses CSV more slowly than it reads binary, and the copy took longer (6.7 against 4.4 s).
     kinds = _COLUMN_KINDS[name]
     raw = _driver_connection(step.conn)
     columns = ", ".join(kinds)
