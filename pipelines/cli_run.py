@@ -12,8 +12,9 @@ from pipelines.cli import AsOf, echo_result, handle_errors, main
 _FK_CHECKS = click.option(
     "--fk-checks", type=click.Choice(["auto", "per-row", "set"]), default="auto", show_default=True,
     help="PostgreSQL: check the habilitations' foreign keys per row (readers never wait) or in one "
-         "set-based query (faster; readers of accounts and habilitations wait until the load commits); "
-         "auto = set from 100,000 new rows in a table.")
+         "set-based query, and in a first wave build a table's indexes after its insert (faster; readers "
+         "of accounts and habilitations wait until the load commits); auto = set from 100,000 new rows "
+         "in a table.")
 
 
 def _summary_table(result: dict[str, object]) -> str:
