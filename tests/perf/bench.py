@@ -4,8 +4,9 @@
         --out bench-results/
 
 For each size N it generates (once, then reuses) a legacy export with
-`efp-migrate generate-legacy --users N --seed 1`, then, `--repeat` times per engine, runs
-`efp-migrate run --json` in a subprocess into a fresh target database and records:
+`efp-migrate generate-legacy --users N --seed 1`. Then, in `--repeat` rounds, each running every
+size on every engine once (so that a change of the machine's speed weighs on every size alike),
+it runs `efp-migrate run --json` in a subprocess into a fresh target database and records:
 
 - the seconds of every stage (the RunResult's `elapsed_seconds`), the stewards' reports written
   beside the load (Data Docs, workbook: from run.log.jsonl), the run's own total and
@@ -534,9 +535,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                "repeat": args.repeat, "users": args.users, "engines": args.engines, "code": _code_version()}
     with postgres_server(args.engines, work) as server_url:
         targets = Targets(work, server_url)
-        for users in args.users:
-            legacy = legacy_export(users, legacy_dir)
-            for repeat in range(1, args.repeat + 1):
+        legacies = {users: legacy_export(users, legacy_dir) for users in args.users}
+        # Round by round, each round every size and engine once: a change of the machine's speed
+        # during the benchmark (seen here: its floors doubling within the hour) then weighs on
+        # every size alike, not on the last one alone, and the growth from size to size holds.
+        for repeat in range(1, args.repeat + 1):
+            for users, legacy in legacies.items():
                 for engine in args.engines:
                     m = one_run(users, engine, repeat, legacy, targets, out, args.keep)
                     measurements.append(m)
