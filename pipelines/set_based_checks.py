@@ -47,14 +47,7 @@ def foreign_keys_dropped(conn: Connection, table: str) -> Iterator[tuple[str, ..
         ),
         {"table": table},
     ).all()
-    quote = conn.dialect.identifier_preparer.quote
-    dropped = [
-        _Dropped(
-            drop=f"ALTER TABLE {table} DROP CONSTRAINT {quote(name)}",
-            put_back=f"ALTER TABLE {table} ADD CONSTRAINT {quote(name)} {definition}",
-        )
-        for name, definition in constraints
-    ]
+    dropped = [_constraint(conn, table, name, definition) for name, definition in constraints]
     with _dropped(conn, dropped):
         yield tuple(name for name, _ in constraints)
 
@@ -82,16 +75,22 @@ def indexes_dropped(conn: Connection, table: str) -> Iterator[tuple[str, ...]]:
     ).all()
     quote = conn.dialect.identifier_preparer.quote
     dropped = [
-        _Dropped(
-            drop=f"ALTER TABLE {table} DROP CONSTRAINT {quote(constraint)}",
-            put_back=f"ALTER TABLE {table} ADD CONSTRAINT {quote(constraint)} {constraint_definition}",
-        )
+        _constraint(conn, table, constraint, constraint_definition)
         if constraint is not None
         else _Dropped(drop=f"DROP INDEX {quote(index)}", put_back=index_definition)
         for index, constraint, index_definition, constraint_definition in indexes
     ]
     with _dropped(conn, dropped):
         yield tuple(index for index, *_ in indexes)
+
+
+def _constraint(conn: Connection, table: str, name: str, definition: str) -> _Dropped:
+    """A constraint of `table`, put back by name with its definition from the catalogue."""
+    quote = conn.dialect.identifier_preparer.quote
+    return _Dropped(
+        drop=f"ALTER TABLE {table} DROP CONSTRAINT {quote(name)}",
+        put_back=f"ALTER TABLE {table} ADD CONSTRAINT {quote(name)} {definition}",
+    )
 
 
 @contextlib.contextmanager
