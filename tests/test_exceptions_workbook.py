@@ -224,3 +224,133 @@ def test_the_workbook_made_slice_by_slice_is_the_register_in_review_order_as_def
     assert made.values.tolist() == expected
     assert list(made.columns) == HEADER + ([OFFENDING_COLUMN] if values is not None else [])
     assert written[1:] == [[neutralise_cell(cell) for cell in row] for row in expected]
+
+
+# --- the file's bytes: Arrow's lines are csv.writer's ---------------------------------------------
+
+
+def _reference_bytes(register: pd.DataFrame, values: pd.DataFrame | None) -> bytes:
+    """The file as it was written before Arrow made its lines: the workbook's cells (workbook_rows),
+    each neutralised, written by csv.writer in French Excel's dialect, encoded utf-8-sig."""
+    import io
+
+    made = workbook_rows(register, values)
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow([neutralise_cell(name) for name in made.columns])
+    writer.writerows([[neutralise_cell(cell) for cell in row] for row in made.values.tolist()])
+    return text.getvalue().encode("utf-8-sig")
+
+
+def _written_bytes(register: pd.DataFrame, values: pd.DataFrame | None, slice_rows: int) -> bytes:
+    import tempfile
+
+    from reports import exceptions_workbook
+
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as folder:
+        patch.setattr(exceptions_workbook, "SLICE_ROWS", slice_rows)
+        return write_exceptions_workbook(register, Path(folder), offending_values=values).read_bytes()
+
+
+# What csv.writer quotes (the delimiter, the quote, CR, LF), what it does not (spaces, tab, the
+# single quote, a backslash: there is no escape character), what a spreadsheet runs as a formula.
+_TRICKY = ["", ";", '"', "\r", "\n", "\r\n", 'a;"b"', ' "x" ', "=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx", "\n=1",
+           " =1", "  ", "'=déjà", "a\\b", "Zoé", "日本", "＝1", "－2", "\x00", '=HYPERLINK("http://x";"y")']
+_CELL_TEXT = st.one_of(
+    st.sampled_from(_TRICKY),
+    st.text(alphabet=st.sampled_from(list(';"\r\n=+-@\t \'\\aZé＠\x00')), max_size=6),
+    st.text(max_size=8),  # any code point but a lone surrogate (no UTF-8 holds one)
+)
+_BYTES_ROWS = st.lists(st.tuples(
+    _ENTITIES, st.one_of(_KEYS, _CELL_TEXT),
+    st.sampled_from(["rejected", "merged", "corrected", "excluded"]),
+    st.one_of(st.none(), st.sampled_from(["INVALID_EMAIL", "DUPLICATE_LOGIN", "ORPHAN_USER", "=X;1"])),
+    st.one_of(st.none(), _CELL_TEXT), st.one_of(st.none(), _CELL_TEXT),
+), max_size=20)
+
+
+@st.composite
+def _offending_values(draw: st.DrawFn, keys: list[str]) -> pd.DataFrame | None:
+    if not draw(st.booleans()):
+        return None
+    rows = draw(st.lists(st.tuples(st.sampled_from(["user", "habilitation"]),
+                                   st.sampled_from(keys) if keys else _KEYS,
+                                   st.one_of(st.none(), st.sampled_from(["INVALID_EMAIL", "DUPLICATE_LOGIN"])),
+                                   st.one_of(st.none(), _CELL_TEXT)), max_size=8))
+    return pd.DataFrame(rows, columns=["entity", "legacy_key", "reason_code", "value"], dtype=object)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), rows=_BYTES_ROWS, slice_rows=st.sampled_from([1, 2, 3, 7, 65_536]),
+       text_dtype=st.sampled_from(["str", object]))
+def test_the_file_is_byte_for_byte_what_csv_writer_writes(
+        data: st.DataObject, rows: list[tuple[str, str, str, str | None, str | None, str | None]], slice_rows: int,
+        text_dtype: str | type) -> None:
+    """Arrow's lines (neutralised, quoted, joined by Arrow) are, byte for byte, those of csv.writer
+    from the same cells, whatever the text of the key, the detail, « fusionné dans » and the
+    offending values, over any number of slices, whether the register's text is Arrow's or Python's."""
+    register = pd.DataFrame(rows, columns=["entity", "legacy_key", "outcome", "reason_code", "detail",
+                                           "merged_into"])
+    for column in ("legacy_key", "detail", "merged_into"):
+        register[column] = register[column].astype(text_dtype)
+    values = data.draw(_offending_values([row[1] for row in rows]))
+    assert _written_bytes(register, values, slice_rows) == _reference_bytes(register, values)
+
+
+def test_fields_are_quoted_as_csv_writer_quotes_them(tmp_path: Path) -> None:
+    """Written out by hand: a field in double quotes (its own doubled) when it holds `;`, `"`, CR
+    or LF, and only then; after neutralisation; an empty field stays empty."""
+    register = _register([
+        ("user", "1", "rejected", "INVALID_EMAIL", "a;b", 'say "hi"'),
+        ("user", "2", "rejected", "INVALID_EMAIL", "l1\nl2", "\rx"),
+        ("user", "3", "rejected", "INVALID_EMAIL", " x ", ""),
+        ("user", "4", "rejected", "INVALID_EMAIL", "=1;2", "'\t\\"),
+        ("user", "5", "rejected", "INVALID_EMAIL", '"', None),
+    ])
+    values = pd.DataFrame({"entity": ["user", "user"], "legacy_key": ["1", "2"], "reason_code": ["INVALID_EMAIL"] * 2,
+                           "value": ['x";@y', "ok"]})
+    data = write_exceptions_workbook(register, tmp_path, offending_values=values).read_bytes()
+    prefix = ";".join(["utilisateur", "{key}", "rejeté", "INVALID_EMAIL", rule("user", "INVALID_EMAIL").explanation_fr,
+                       rule("user", "INVALID_EMAIL").action_fr]) + ";"
+    lines = data.decode("utf-8-sig").split("\r\n")
+    assert lines[0] == ";".join([*HEADER, OFFENDING_COLUMN])
+    assert lines[1:] == [
+        prefix.format(key=1) + '"a;b";"say ""hi""";"x"";@y"',
+        prefix.format(key=2) + '"l1\nl2";"\'\rx";ok',  # a lone LF or CR, quoted: no line end
+        prefix.format(key=3) + " x ;;",
+        prefix.format(key=4) + "\"'=1;2\";'\t\\;",
+        prefix.format(key=5) + '"""";;',
+        "",
+    ]
+
+
+def test_arrow_writes_every_slice_of_text_it_holds(tmp_path: Path) -> None:
+    """No slice of ordinary (hostile, but valid) text goes csv.writer's way: the fast way is the one
+    the million-user run takes."""
+    from reports import exceptions_workbook
+
+    register = pd.concat([REGISTER.astype({"merged_into": "str"}), REGISTER.astype(object)], ignore_index=True)
+    expected = _reference_bytes(register, None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exceptions_workbook, "SLICE_ROWS", 4)
+        patch.setattr(exceptions_workbook, "_slice_cells", lambda *_: pytest.fail("a slice went csv.writer's way"))
+        assert write_exceptions_workbook(register, tmp_path).read_bytes() == expected
+
+
+@pytest.mark.parametrize("column", ["detail", "merged_into"])
+def test_a_lone_surrogate_fails_as_csv_writer_did(tmp_path: Path, column: str) -> None:
+    """Text with a lone surrogate (which no UTF-8 encodes: Arrow cannot hold it) makes its slice go
+    csv.writer's way, which raises the encoding error the utf-8-sig file always raised, after the
+    rows before it; nothing is renamed to exceptions.csv."""
+    register = REGISTER.astype(object)
+    register.loc[3, column] = "bad\ud800"
+    with pytest.raises(UnicodeEncodeError) as raised:
+        write_exceptions_workbook(register, tmp_path)
+    assert "'utf-8' codec can't encode character '\\ud800'" in str(raised.value)
+    assert not (tmp_path / "exceptions.csv").exists()
+    written = (tmp_path / ".exceptions.csv.partial").read_bytes()
+    with pytest.raises(UnicodeEncodeError):
+        _reference_bytes(register, None)
+    before = _reference_bytes(register.drop(index=3), None)  # the rows before the bad one, in review order
+    assert written.count(b"\r\n") == 2  # the header and the first row in review order (« =CMD() »)
+    assert before.startswith(written)
