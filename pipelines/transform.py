@@ -219,7 +219,7 @@ def _register(entity: str, keys: pd.Series, outcome: pd.Series, reason: pd.Serie
             "legacy_key": _register_text(keys.astype(str)),
             "outcome": _register_text(outcome),
             "reason_code": _register_text(reason),
-            "detail": detail.to_numpy(),
+            "detail": _register_text(detail),
             "merged_into": (merged_into.astype("string").to_numpy() if merged_into is not None
                             else pd.array([pd.NA] * len(keys), dtype="string")),
         }

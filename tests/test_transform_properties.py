@@ -237,6 +237,8 @@ def test_each_habilitation_exception_detail_is_made_from_its_own_row() -> None:
         "SIRET NULL absent des établissements", "rôle 'NULL' inconnu pour EDOF",
     ]
     assert detail.index.equals(decided.index)
+    # Made by Arrow, not a Python string a row (the transform's high-water mark at a million users).
+    assert detail.dtype == TEXT_DTYPE
 
 
 @settings(max_examples=80, deadline=None)
