@@ -5,6 +5,8 @@ and on explicit edge cases."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import phonenumbers
 import pytest
@@ -14,10 +16,12 @@ from hypothesis import strategies as st
 from stdnum.fr import siret as stdnum_siret
 
 from mappings.normalize import (
+    _email_fast,
     _email_fast_pattern,
     _french_phone_rules,
     phone_e164,
     phones_e164,
+    siret_digits,
     valid_emails,
     valid_sirets,
 )
@@ -100,7 +104,7 @@ def test_valid_emails_is_email_validators_verdict(values: list[str]) -> None:
     assert_same_emails(values)
 
 
-@pytest.mark.parametrize("value", [
+EDGE_EMAILS = [
     "a@b.fr", "prenom.nom@emploi.gouv.fr", "Emmanuel.Marion@Simon-Hamel.Fr", "o'neil+tag@x-y.fr",
     "a@b.c", "a@b.c1", "a@1.fr", "a@b.123",                         # TLD shapes
     ".a@b.fr", "a.@b.fr", "a..b@b.fr", "a@b..fr", "a@.b.fr", "a@b.fr.",  # dots
@@ -115,9 +119,34 @@ def test_valid_emails_is_email_validators_verdict(values: list[str]) -> None:
     "a" * 101 + "@" + ".".join(["b" * 49] * 3) + ".fr",
     "a@" + ".".join(["b" * 62] * 4) + ".fr", "x@" + ".".join(["b" * 61] * 4) + ".fr",  # domain length 253/254
     "info@b.fr", "POSTMASTER@b.fr",
-])
+]
+
+
+@pytest.mark.parametrize("value", EDGE_EMAILS)
 def test_email_edge_cases(value: str) -> None:
     assert_same_emails([value])
+
+
+@SETTINGS
+@given(st.lists(emails, min_size=1, max_size=40), st.sampled_from(["str", "object"]))
+def test_arrow_takes_exactly_what_the_fast_pattern_takes(values: list[str], dtype: str) -> None:
+    """The fast path worked out by Arrow (RE2 has no lookarounds: the shape, the lengths, no "--"
+    and no special-use domain apart) is Python's full match of _email_fast_pattern, value by value."""
+    import email_validator
+
+    special = tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+    pattern = re.compile(_email_fast_pattern(special))
+    values = [*values, *EDGE_EMAILS]
+    got = _email_fast(pd.Series(values, dtype=dtype), special).tolist()
+    assert got == [pattern.fullmatch(v) is not None for v in values], [
+        (v, g) for v, g in zip(values, got, strict=True) if g != (pattern.fullmatch(v) is not None)]
+
+
+def test_text_arrow_cannot_hold_goes_through_python_s_re() -> None:
+    import email_validator
+
+    values = pd.Series(["a@b.fr", "a\udc80@b.fr", None, "x@b.test"], dtype=object)
+    assert _email_fast(values, tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)).tolist() == [True, False, False, False]
 
 
 def test_email_fast_path_names_the_special_use_domains() -> None:
@@ -170,6 +199,22 @@ def test_valid_sirets_is_stdnums_verdict(values: list[str]) -> None:
 ])
 def test_siret_edge_cases(value: str) -> None:
     assert_same_sirets([value])
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), st.text("0123456789 \t\n\x1c\x1f\x0b\x0c\xa0\u2009\u3000é-", max_size=18)),
+                max_size=20), st.sampled_from(["str", "string", "object"]))
+@example(["73282932000074", "732 829 320 00074", None], "str")
+@example(["73282932000074", "7328293200\u00a00074"], "str")
+@example(["73282932000074", "7328293200\x1f0074"], "object")
+def test_siret_digits_is_the_whitespace_removed_by_python_s_re(values: list[str | None], dtype: str) -> None:
+    """Looked at by Arrow first (nothing to remove: the values as they are), the SIRETs are what
+    Python's \\s+ leaves of them, dtype, index and missing values included."""
+    series = pd.Series(values, dtype=dtype, index=range(3, 3 + len(values)), name="siret")
+    got = siret_digits(series)
+    expected = series.str.replace(r"\s+", "", regex=True)
+    pd.testing.assert_series_equal(got, expected)
+    assert [None if pd.isna(v) else v for v in got] == [None if v is None else re.sub(r"\s+", "", v) for v in values]
 
 
 def test_sirets_null() -> None:
