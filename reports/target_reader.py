@@ -352,6 +352,10 @@ def _typed_batches(cursor: Any, table: Table, statement: str, sink: BatchSink | 
     pieces: list[list[pa.Array]] = [[] for _ in names]
     cursor.execute(statement)
     reader = cursor.fetch_record_batch()
+    # Read here, batch after batch. Tried: each next batch read ahead in a thread of its own while
+    # this one is typed and hashed (the driver decodes with the GIL released): the target side at a
+    # million users took 12.9 s instead of 14.3 (medians of five), but a standalone reconciliation,
+    # whose legacy extract runs beside, peaked at 1.49 to 1.67 GB instead of 1.35 to 1.36.
     try:
         for batch in reader:
             if batch.schema.names != names:
