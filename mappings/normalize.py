@@ -76,13 +76,12 @@ def _may_hold_whitespace(values: pd.Series) -> bool:
     """False when every value is ASCII text without whitespace, found by Arrow (in C): pandas
     replaces Python's \\s (Unicode) through Python's re, a call a row (0.8 s of the reconciliation's
     comparison at a million users, for SIRETs that never hold a space)."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
-        text = pa.array(values.array if isinstance(values.dtype, pd.StringDtype) else values.to_numpy(dtype=object),
-                        type=pa.large_string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):  # not only text, or a lone surrogate
+    from pipelines.arrow_text import text_array
+
+    text = text_array(values)
+    if text is None:  # not only text, or a lone surrogate
         return True
     spaced = pc.any(pc.match_substring_regex(text, _ASCII_WHITESPACE)).as_py()
     return bool(spaced) or not pc.all(pc.string_is_ascii(text)).as_py()
@@ -197,13 +196,12 @@ def _email_fast(values: pd.Series, special_use_domains: tuple[str, ...]) -> npt.
     """Where _email_fast_pattern fully matches, worked out by Arrow (RE2, in C): through Python's
     re, a call a row, 1.3 s of the validation at a million users. Text Arrow cannot hold (a lone
     surrogate) goes through Python's re, as before."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
-        text = pa.array(values.array if isinstance(values.dtype, pd.StringDtype) else values.to_numpy(dtype=object),
-                        type=pa.large_string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+    from pipelines.arrow_text import text_array
+
+    text = text_array(values)
+    if text is None:
         pattern = _email_fast_pattern(special_use_domains)
         matched: npt.NDArray[np.bool_] = values.str.fullmatch(pattern).fillna(False).to_numpy(dtype=bool)
         return matched

@@ -26,6 +26,19 @@ def arrow_array(values: pd.Series) -> pa.Array | None:
     return chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
 
 
+def text_array(values: pd.Series) -> pa.Array | None:
+    """A column of text as one Arrow string array, missing values null: an Arrow-backed one as it
+    is held, any other through its objects; None when it holds other values than text, or text
+    UTF-8 cannot hold (a lone surrogate)."""
+    held = arrow_array(values)
+    if held is not None:
+        return held
+    try:
+        return pa.array(values.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+        return None
+
+
 def arrow_strings(values: pd.Series, *, nulls: str | None = None) -> pa.Array | None:
     """An Arrow-backed text column as one Arrow string array; None for any other column.
 

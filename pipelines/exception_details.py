@@ -94,7 +94,7 @@ def _habilitation_details(decided: pd.DataFrame) -> pd.Series:
             continue
         at.append(rows)
         if isinstance(template, str):
-            texts.append(pa.array(np.full(len(rows), template, dtype=object), type=pa.large_string()))
+            texts.append(pa.repeat(pa.scalar(template, pa.large_string()), len(rows)))
         else:
             pieces = [pa.scalar(piece, pa.large_string()) if isinstance(piece, str) else piece
                       for piece in template(decided.iloc[rows])]
@@ -102,7 +102,7 @@ def _habilitation_details(decided: pd.DataFrame) -> pd.Series:
     # A row of no template gets an empty detail, as a row of an unknown reason always has.
     described = np.concatenate(at) if at else np.empty(0, dtype=np.int64)
     others = np.setdiff1d(np.arange(len(decided)), described, assume_unique=True)
-    texts.append(pa.array(np.full(len(others), "", dtype=object), type=pa.large_string()))
+    texts.append(pa.repeat(pa.scalar("", pa.large_string()), len(others)))
     order = np.argsort(np.concatenate([described, others]), kind="stable")  # back to the rows' order
     detail = pa.concat_arrays(texts).take(pa.array(order))
     return pd.Series(pd.array(detail, dtype=TEXT_DTYPE), index=decided.index)
