@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.frames import TEXT_DTYPE, LegacyFrames
+from pipelines.frames import TEXT_DTYPE
 
 _USER_DETAILS = {
     "USER_DELETED": "compte au statut SUPPRIME",
@@ -25,8 +25,9 @@ def _text(values: pd.Series) -> pd.Series:
     return values.astype("string").fillna("NULL")
 
 
-def describe(kind: str, decided: pd.DataFrame, frames: LegacyFrames) -> pd.Series:
-    """One detail per row of `decided` (a decisions frame, or a slice of one)."""
+def describe(kind: str, decided: pd.DataFrame, etablissements: pd.DataFrame | None = None) -> pd.Series:
+    """One detail per row of `decided` (a decisions frame, or a slice of one); `etablissements`,
+    the extract's establishments, for SIREN_CORRECTED (the SIREN given)."""
     if decided.empty:
         return pd.Series([], index=decided.index, dtype=object)
     if kind == "user":
@@ -40,7 +41,9 @@ def describe(kind: str, decided: pd.DataFrame, frames: LegacyFrames) -> pd.Serie
         return pd.Series("SIRET '", index=decided.index, dtype=object) + decided.index.to_series().astype(str) \
             + "' : pas 14 chiffres ou clé de contrôle fausse"
     if kind == "SIREN_CORRECTED":
-        rows = frames.etablissements.iloc[decided["survivor_row"].to_numpy()]
+        if etablissements is None:
+            raise ValueError("SIREN_CORRECTED details need the extract's establishments")
+        rows = etablissements.iloc[decided["survivor_row"].to_numpy()]
         given = _text(rows["siren"]).to_numpy()
         return "siren '" + pd.Series(given, index=decided.index) + "' remplacé par '" \
             + decided.index.to_series().str.slice(0, 9) + "'"

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from sqlalchemy import (
 import pipelines
 from mappings.mapping import Mapping, load_mapping
 from mappings.normalize import siret_digits
-from pipelines.arrow_text import factorized
+from pipelines.arrow_text import arrow_array, factorized
 from pipelines.db import make_engine, mask_text, mask_url
 from pipelines.errors import ConfigurationError
 from pipelines.frames import LEGACY_FRAME_COLUMNS, TEXT_DTYPE, LegacyFrames
@@ -819,10 +820,13 @@ def legacy_access(frames: LegacyFrames, mapping: Mapping, merged_into: pd.Series
     )
 
 
-def _categorical(values: npt.NDArray[np.object_], codes: npt.NDArray[np.int64]) -> pd.Categorical:
+def _categorical(values: npt.NDArray[np.object_], codes: npt.NDArray[np.signedinteger[Any]]) -> pd.Categorical:
     """values[code] for each code (-1: missing) as a categorical; values may repeat or be None."""
     number, distinct = pd.factorize(np.append(values, [None]))  # the last one for code -1
-    return pd.Categorical.from_codes(number[codes], categories=pd.Index(distinct, dtype=object))
+    # Codes as narrow as the categorical keeps them, not int64 a row first.
+    width: type[np.signedinteger[Any]] = next(
+        t for t in (np.int8, np.int16, np.int32, np.int64) if len(distinct) < np.iinfo(t).max)
+    return pd.Categorical.from_codes(number.astype(width)[codes], categories=pd.Index(distinct, dtype=object))
 
 
 def _normalised_sirets(sirets: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
@@ -859,9 +863,11 @@ def _canonical_roles(app_codes: npt.NDArray[np.int64], applications: npt.NDArray
 def target_access(entitlement_frame: pd.DataFrame, account_frame: pd.DataFrame,
                   as_of: datetime) -> pd.DataFrame:
     """One row per entitlement giving access at `as_of` to an account that has a legacy_user_id."""
-    legacy_of = account_frame[account_frame["legacy_user_id"].notna().to_numpy()]
-    by_account = pd.Series(legacy_of["legacy_user_id"].to_numpy(dtype=np.int64),
-                           index=pd.Index(legacy_of["account_id"].to_numpy(dtype=np.int64)))
+    # The two columns used, filtered: a filtered copy of the accounts' frame (their logins and the
+    # rest) weighed 0.08 GB at a million users, at the reconciliation's high-water mark.
+    has_legacy = account_frame["legacy_user_id"].notna().to_numpy()
+    by_account = pd.Series(account_frame["legacy_user_id"][has_legacy].to_numpy(dtype=np.int64),
+                           index=pd.Index(account_frame["account_id"].to_numpy(dtype=np.int64)[has_legacy]))
     ent = entitlement_frame
     until = ent["valid_until"]
     effective = _flag(ent["valid_from"] <= as_of) & (until.isna().to_numpy() | _flag(until > as_of))
@@ -873,8 +879,16 @@ def target_access(entitlement_frame: pd.DataFrame, account_frame: pd.DataFrame,
     # Python string per distinct value, which pandas turns back into Arrow text in a frame) they
     # weighed 0.1 GB.
     def coded(column: str) -> pd.Categorical:
-        codes, values = factorized(ent[column])
-        return _categorical(values, codes[chosen])
+        strings = arrow_array(ent[column])
+        if strings is None:
+            codes, values = factorized(ent[column])
+            return _categorical(values, codes[chosen])
+        # The chosen rows' text encoded by Arrow, 4 bytes a row: every row's codes in int64, then
+        # the chosen ones', were the reconciliation's high-water mark (0.05 GB above what it holds,
+        # a column at a time, at a million users).
+        encoded = strings.filter(pa.array(chosen)).dictionary_encode()
+        return _categorical(np.array(encoded.dictionary.to_pylist(), dtype=object),
+                            pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False))
 
     return pd.DataFrame(
         {
@@ -993,40 +1007,53 @@ class _TupleSpace:
         return {str(self.app.raw[code]): int(n) for code, n in enumerate(counts.tolist()) if n}
 
     def control_hashes(self, positions: npt.NDArray[np.int64]) -> dict[str, str]:
-        """Per application: SHA-256 of its distinct tuples (see `control_hashes`)."""
+        """Per application: SHA-256 of its distinct tuples (see `control_hashes`).
+
+        One application at a time, in the code-point order of their codes: its rows' sort keys
+        and lines are a fraction of all (the keys and reordered codes of every row at once were
+        the reconciliation's high-water mark, 0.13 GB above what it holds at a million users)."""
         if not len(positions):
             return {}
-        app, siret, role = self.app.codes[positions], self.siret.codes[positions], self.role.codes[positions]
-        users = self.users[positions]
-        user_rank, user_values = pd.factorize(users, sort=True)  # numeric order of the ids
-        order = _order_by([(self.app.rank[app], len(self.app.rank)), (user_rank, len(user_values)),
-                           (self.siret.rank[siret], len(self.siret.rank)), (self.role.rank[role], len(self.role.rank))])
-        app, siret, role, users = app[order], siret[order], role[order], users[order]
-        starts = np.flatnonzero(np.r_[True, app[1:] != app[:-1]])
-        ends = np.r_[starts[1:], len(app)]
+        app = self.app.codes[positions]
+        grouped = np.argsort(app, kind="stable")  # the positions of each application together
+        bounds = np.r_[0, np.cumsum(np.bincount(app, minlength=len(self.app.raw)))]
+        del app
         try:  # the lines joined in C (Arrow), a few seconds less at a million users
-            texts = [(pa.array(codes.text, pa.string()), picked)
-                     for codes, picked in ((self.app, app), (self.siret, siret), (self.role, role))]
-            digests: dict[str, str] = {}
-            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-                digest = hashlib.sha256()
-                # A slice of lines at a time: the lines of two million tuples weighed 0.2 GB.
-                for first in range(start, end, CONTROL_HASH_CHUNK_ROWS):
-                    last = min(first + CONTROL_HASH_CHUNK_ROWS, end)
-                    digest.update(text_bytes(pc.binary_join_element_wise(
-                        pc.cast(pa.array(users[first:last]), pa.string()),
-                        *(text.take(pa.array(picked[first:last])) for text, picked in texts), "\t")))
-                digests[str(self.app.raw[app[start]])] = digest.hexdigest()
-            return digests
+            texts: tuple[pa.Array, pa.Array, pa.Array] | None = (
+                pa.array(self.app.text, pa.string()), pa.array(self.siret.text, pa.string()),
+                pa.array(self.role.text, pa.string()))
         except ARROW_REFUSALS:  # a value Arrow cannot hold (a lone surrogate): one Python string per line
-            pass
-        lines = list(map("\t".join, zip(map(str, users.tolist()), self.app.text[app].tolist(),
-                                        self.siret.text[siret].tolist(), self.role.text[role].tolist(),
-                                        strict=True)))
-        return {
-            str(self.app.raw[app[start]]): _sha256_text("\n".join(lines[start:end]) + "\n")
-            for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
-        }
+            texts = None
+        digests: dict[str, str] = {}
+        for code in np.argsort(self.app.rank, kind="stable").tolist():
+            if bounds[code] < bounds[code + 1]:
+                rows = positions[grouped[bounds[code]:bounds[code + 1]]]
+                digests[str(self.app.raw[code])] = self._application_digest(code, rows, texts)
+        return digests
+
+    def _application_digest(self, code: int, rows: npt.NDArray[np.int64],
+                            texts: tuple[pa.Array, pa.Array, pa.Array] | None) -> str:
+        """SHA-256 of the lines of `rows`, all of application `code`, in tuple order."""
+        siret, role, users = self.siret.codes[rows], self.role.codes[rows], self.users[rows]
+        user_rank, user_values = pd.factorize(users, sort=True)  # numeric order of the ids
+        order = _order_by([(user_rank, len(user_values)), (self.siret.rank[siret], len(self.siret.rank)),
+                           (self.role.rank[role], len(self.role.rank))])
+        del user_rank, user_values
+        siret, role, users = siret[order], role[order], users[order]
+        if texts is not None:
+            app_text, siret_text, role_text = texts
+            digest = hashlib.sha256()
+            # A slice of lines at a time: the lines of two million tuples weighed 0.2 GB.
+            for first in range(0, len(users), CONTROL_HASH_CHUNK_ROWS):
+                last = min(first + CONTROL_HASH_CHUNK_ROWS, len(users))
+                digest.update(text_bytes(pc.binary_join_element_wise(
+                    pc.cast(pa.array(users[first:last]), pa.string()), app_text[code],
+                    siret_text.take(pa.array(siret[first:last])), role_text.take(pa.array(role[first:last])), "\t")))
+            return digest.hexdigest()
+        app_text = str(self.app.text[code])
+        lines = map("\t".join, zip(map(str, users.tolist()), repeat(app_text, len(users)),
+                                   self.siret.text[siret].tolist(), self.role.text[role].tolist(), strict=True))
+        return _sha256_text("\n".join(lines) + "\n")
 
 
 # Lines joined and hashed at a time in control_hashes (a digest is the same whatever the slices).

@@ -226,7 +226,7 @@ def test_each_habilitation_exception_detail_is_made_from_its_own_row() -> None:
         "merged_into": pd.array([None] * 12 + [41] + [None] * 2, dtype="Int64"),
     }).set_axis(pd.Index(range(900, 900 + n), name="id_habilitation"))
 
-    detail = describe("habilitation", decided, frames=None)  # type: ignore[arg-type]
+    detail = describe("habilitation", decided)
 
     assert detail.tolist() == [
         "statut REFUSEE", "id_utilisateur 501 absent de l'extraction", "id_utilisateur 502 supprimé",
