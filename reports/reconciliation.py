@@ -48,12 +48,12 @@ from sqlalchemy import (
 import pipelines
 from mappings.mapping import Mapping, load_mapping
 from mappings.normalize import siret_digits
-from pipelines.arrow_text import arrow_array, factorized
+from pipelines.arrow_text import factorized
 from pipelines.db import make_engine, mask_text, mask_url
 from pipelines.errors import ConfigurationError
 from pipelines.frames import LEGACY_FRAME_COLUMNS, TEXT_DTYPE, LegacyFrames
 from pipelines.legacy_schema import BOOLEAN_COLUMNS, DATE_COLUMNS, INTEGER_COLUMNS, TIMESTAMP_COLUMNS
-from pipelines.memory import gc_paused
+from pipelines.memory import gc_paused, release_freed_memory
 from pipelines.target_schema import ORIGIN_MIGRATION, TARGET_TABLES
 from pipelines.timeutil import PARIS, paris_now
 from reports.evidence import (
@@ -539,7 +539,7 @@ class TargetSide:
 
     tables: dict[str, pd.DataFrame]  # cut to TARGET_COLUMNS_USED
     run: RunInfo | None  # whose register explains differences
-    register: pd.DataFrame  # that run's exception rows, sorted
+    register: pd.DataFrame  # that run's exception rows, sorted, of _REGISTER_ROW_COLUMNS
     register_rows: Sequence[RegisterRow]
     access: pd.DataFrame  # target_access at the as-of instant
     evidence: tuple[TableEvidence, ...]  # of each whole table, in TARGET_TABLES order
@@ -573,23 +573,32 @@ def read_target_side(engine: Engine, config: ReconcileConfig) -> TargetSide:
     with gc_paused():
         tables = read_target(engine, hash_then_cut, lambda name: _hashing_sink(name, hashed))
         side = target_side(tables, config, tuple(hashed[table.name] for table in TARGET_TABLES))
+    # What the access tuples were worked out from goes back to the system before the comparison
+    # starts, not within Arrow's pool's second: it would add to the comparison's own peak.
+    release_freed_memory()
     log.info("target read, hashed and its access worked out in %.1f s", time.perf_counter() - clock)
     return side
 
 
 def target_side(tables: dict[str, pd.DataFrame], config: ReconcileConfig,
                 evidence: tuple[TableEvidence, ...]) -> TargetSide:
-    run = select_run(tables["migration_runs"], tables["migration_exceptions"], config.run_id)
-    all_exceptions = tables["migration_exceptions"]
+    """What the reconciliation draws from the target's tables (as read_target gives them). Takes
+    the exceptions and the entitlements out of `tables`: of the exceptions only the run's register
+    is kept (every run's rows, each with its text, were held through the access tuples' making),
+    of the entitlements, once the access tuples are made, the identifiers the counts need."""
+    all_exceptions = tables.pop("migration_exceptions")
+    run = select_run(tables["migration_runs"], all_exceptions, config.run_id)
     register = (all_exceptions[all_exceptions["run_id"].eq(run.run_id).to_numpy(dtype=bool)]
                 if run is not None else all_exceptions.iloc[0:0])
-    register = _sorted_register(register)
-    access = target_access(tables["entitlements"], tables["accounts"], config.as_of)
-    # Once the access tuples are made, the entitlements' identifiers are all the counts need; of
-    # the exceptions, only the run's register is read (every run's rows, each with its text).
-    tables = {**{name: frame for name, frame in tables.items() if name != "migration_exceptions"},
-              "entitlements": tables["entitlements"][["legacy_habilitation_id"]]}
-    return TargetSide(tables=tables, run=run, register=register, register_rows=RegisterRows(register),
+    del all_exceptions
+    # Sorted, then only the columns read from here on (the run's id on every row, and the
+    # exception ids that break ties in the order, were 24 MB at a million users).
+    register = _sorted_register(register)[list(_REGISTER_ROW_COLUMNS)]
+    entitlements = tables.pop("entitlements")
+    access = target_access(entitlements, tables["accounts"], config.as_of)
+    tables["entitlements"] = entitlements[["legacy_habilitation_id"]]
+    del entitlements
+    return TargetSide(tables=dict(tables), run=run, register=register, register_rows=RegisterRows(register),
                       access=access, evidence=evidence)
 
 
@@ -879,16 +888,8 @@ def target_access(entitlement_frame: pd.DataFrame, account_frame: pd.DataFrame,
     # Python string per distinct value, which pandas turns back into Arrow text in a frame) they
     # weighed 0.1 GB.
     def coded(column: str) -> pd.Categorical:
-        strings = arrow_array(ent[column])
-        if strings is None:
-            codes, values = factorized(ent[column])
-            return _categorical(values, codes[chosen])
-        # The chosen rows' text encoded by Arrow, 4 bytes a row: every row's codes in int64, then
-        # the chosen ones', were the reconciliation's high-water mark (0.05 GB above what it holds,
-        # a column at a time, at a million users).
-        encoded = strings.filter(pa.array(chosen)).dictionary_encode()
-        return _categorical(np.array(encoded.dictionary.to_pylist(), dtype=object),
-                            pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False))
+        codes, values = factorized(ent[column])
+        return _categorical(values, codes[chosen])
 
     return pd.DataFrame(
         {

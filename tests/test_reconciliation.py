@@ -720,6 +720,27 @@ def test_default_register_is_the_latest_qualifying_run_and_run_can_be_chosen(
     assert reconcile_tables(defects_tables(), engine, target_url, tmp_path).run_id == RUN_ID
 
 
+def test_target_side_keeps_the_run_register_alone(engine: Engine, target_url: str, tmp_path: Path) -> None:
+    """Of the exceptions only the chosen run's register rows are kept, in the columns read from
+    then on; every run's rows and the whole entitlements are let go of once used."""
+    import weakref
+
+    from reports.reconciliation import _REGISTER_ROW_COLUMNS, target_side
+    from reports.target_reader import read_target
+
+    migrate_defects(engine)
+    tables = read_target(engine)
+    every_run, entitlements = weakref.ref(tables["migration_exceptions"]), weakref.ref(tables["entitlements"])
+    side = target_side(tables, config(target_url, tmp_path), evidence=())
+    assert "migration_exceptions" not in tables
+    assert every_run() is None
+    assert entitlements() is None
+    assert list(side.register.columns) == list(_REGISTER_ROW_COLUMNS)
+    assert list(side.tables["entitlements"].columns) == ["legacy_habilitation_id"]
+    assert len(side.register) == len(reconcile_tables(defects_tables(), engine, target_url, tmp_path).exception_register)
+    assert len(side.register)
+
+
 def test_target_without_any_run_uses_an_empty_register(engine: Engine, target_url: str, tmp_path: Path) -> None:
     migrate_defects(engine)
     with engine.begin() as conn:

@@ -43,6 +43,21 @@ def test_text_codes_of_arrow_and_object_parts_stand_for_the_values(
         assert sorted(uniques.tolist()) == sorted(set(part.dropna().tolist()))  # each value used, once
 
 
+@SETTINGS
+@given(st.lists(_TUPLE_TEXTS, max_size=5))
+def test_factorized_reads_a_column_of_several_chunks_as_one(pieces: list[list[str | None]]) -> None:
+    """A column read in batches (the target's) is several Arrow chunks, some empty: encoded chunk
+    by chunk, its codes still number the distinct values of the whole column."""
+    column = pd.concat([pd.Series([], dtype=TEXT_DTYPE), *(pd.Series(piece, dtype=TEXT_DTYPE) for piece in pieces)],
+                       ignore_index=True)
+    assert column.array.__arrow_array__().num_chunks == len(pieces) + 1  # not combined by pandas
+    codes, uniques = factorized(column)
+    values = [value for piece in pieces for value in piece]
+    assert codes.dtype == np.int64
+    assert [None if c < 0 else uniques[c] for c in codes] == values
+    assert sorted(uniques.tolist()) == sorted({v for v in values if v is not None})  # each value once
+
+
 _TUPLES = st.lists(st.tuples(st.integers(0, 2**62), st.sampled_from(["EDOF", "MAF", "SOFFI"]),
                              st.one_of(st.none(), st.sampled_from(["12345678901234", "", "a\tb", "Z"])),
                              st.one_of(st.none(), st.sampled_from(["R", "R\\X", "é", "A"]))), max_size=25)
