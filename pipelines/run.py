@@ -204,9 +204,6 @@ def _run(config: RunConfig, engine: Engine, mapping: Any, survivors: tuple[int, 
         if not gate.passed:
             log.warning("validation gate overridden with --no-gate: %s", gate.message())
 
-        # The load needs only the transform's frames: the rule engine's results go once the reports
-        # are written.
-
         # From here on the target is written: schema, ledger, then the load in one transaction. The
         # stewards' reports are written meanwhile in a second thread, from when the frames are
         # staged: the set-based SQL then mostly waits on the database, while the staging's Python
