@@ -74,6 +74,7 @@ def use_returning_arrow_pool() -> None:
     except NotImplementedError:
         return
     pa.set_memory_pool(pool)
+    pa.jemalloc_set_decay_ms(0)
 
 
 # glibc's mallopt parameter for the size from which an allocation is its own mapping.

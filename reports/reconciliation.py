@@ -749,10 +749,12 @@ class RegisterRows(Sequence[RegisterRow]):
         return f"RegisterRows({len(self)} rows)"
 
 
-def _register_ids(register: pd.DataFrame, entity: str, outcomes: Iterable[str]) -> pd.DataFrame:
-    """Register rows of one entity and some outcomes whose legacy key is an integer id."""
+def _register_ids(register: pd.DataFrame, entity: str, outcomes: Iterable[str], column: str) -> pd.DataFrame:
+    """Register rows of one entity and some outcomes whose legacy key is an integer id: that id
+    (`legacy_id`) and `column`. Only the column read is taken: the rows' details (text) were copied
+    too, under the reconciliation's high-water mark."""
     chosen = register["entity"].eq(entity) & register["outcome"].isin(list(outcomes))
-    rows = register[chosen.to_numpy(dtype=bool)]
+    rows = register.loc[chosen.to_numpy(dtype=bool), ["legacy_key", column]]
     ids = pd.to_numeric(rows["legacy_key"], errors="coerce")
     rows = rows.assign(legacy_id=ids.to_numpy())
     rows = rows[rows["legacy_id"].notna().to_numpy()]
@@ -761,7 +763,7 @@ def _register_ids(register: pd.DataFrame, entity: str, outcomes: Iterable[str]) 
 
 def _merged_users(register: pd.DataFrame) -> pd.Series:
     """legacy user id -> the survivor its access counts under (chains of merges followed)."""
-    rows = _register_ids(register, "user", ("merged",))
+    rows = _register_ids(register, "user", ("merged",), "merged_into")
     survivors = pd.to_numeric(rows["merged_into"], errors="coerce")
     rows = rows.assign(survivor=survivors.to_numpy())[survivors.notna().to_numpy()]
     into = pd.Series(rows["survivor"].astype("int64").to_numpy(), index=rows["legacy_id"].to_numpy())
@@ -926,12 +928,46 @@ def _escape_tuple_text(value: object) -> str:
 # tuples than rows. In int64, the codes of the 4.4 million legacy and target access rows of a
 # million users weighed 0.07 GB more, held through the comparison (its peak).
 _ROW_CODE = np.int32
+_ROW_LIMITS = np.iinfo(_ROW_CODE)
 
 
 def _row_codes(codes: npt.NDArray[np.signedinteger[Any]]) -> npt.NDArray[np.int32]:
-    if len(codes) and int(codes.max()) > np.iinfo(_ROW_CODE).max:
+    if len(codes) and int(codes.max()) > _ROW_LIMITS.max:
         raise OverflowError("more access tuples than the tuple space's codes hold")
     return codes.astype(_ROW_CODE)
+
+
+def _dense_ids(values: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int32], int]:
+    """`pd.factorize(values)` (codes numbered in order of first appearance) in the tuple space's
+    code dtype, and the number of distinct values; found by sorting the values rather than
+    hashing them: at a million users (5.3 million rows) the hash table, its int64 codes and
+    uniques were 0.18 GB, the reconciliation's high-water mark; this takes 0.13 GB."""
+    if not len(values):
+        return np.array([], dtype=_ROW_CODE), 0
+    order = np.argsort(values)
+    in_order = values[order]
+    starts = np.empty(len(values), dtype=bool)
+    starts[0] = True
+    np.not_equal(in_order[1:], in_order[:-1], out=starts[1:])
+    del in_order
+    count = int(np.count_nonzero(starts))
+    if count - 1 > _ROW_LIMITS.max:
+        raise OverflowError("more access tuples than the tuple space's codes hold")
+    run_starts = np.flatnonzero(starts)
+    rank = np.cumsum(starts, dtype=_ROW_CODE)
+    rank -= 1  # each sorted row's value, numbered in value order
+    del starts
+    # The row where each value first appears (the sort is not stable: the least row of its run).
+    first_row = np.minimum.reduceat(order, run_starts)
+    del run_starts
+    ids = np.empty(len(values), dtype=_ROW_CODE)
+    ids[order] = rank
+    del order, rank
+    by_appearance = np.empty(count, dtype=_ROW_CODE)
+    by_appearance[np.argsort(first_row)] = np.arange(count, dtype=_ROW_CODE)
+    del first_row
+    np.take(by_appearance, ids, out=ids)
+    return ids, count
 
 
 @dataclass(frozen=True)
@@ -977,15 +1013,25 @@ class _TupleSpace:
 
     def __init__(self, *frames: pd.DataFrame) -> None:
         self.sizes = [len(f) for f in frames]
-        self.users = np.concatenate([f["legacy_user_id"].to_numpy(dtype=np.int64) for f in frames])
+        users = [f["legacy_user_id"].to_numpy(dtype=np.int64) for f in frames]
+        # In 32 bits when every id fits (their text and order are the same): 21 MB less at a
+        # million users, held through the comparison.
+        narrow = all(not len(u) or (int(u.min()) >= _ROW_LIMITS.min and int(u.max()) <= _ROW_LIMITS.max)
+                     for u in users)
+        self.users: npt.NDArray[np.signedinteger[Any]] = np.concatenate(
+            users, dtype=_ROW_CODE if narrow else np.int64, casting="same_kind")
+        del users
         columns = {c: _TextCodes.of([f[c] for f in frames]) for c in TUPLE_COLUMNS[1:]}
         self.app, self.siret, self.role = columns["application_code"], columns["siret"], columns["role"]
-        user_codes = pd.factorize(self.users)[0].astype(np.int64)
+        # The ids themselves where they are codes already (never negative, as legacy ids are): their
+        # factorisation was 42 MB more at a million users, held under the reconciliation's peak.
+        user_codes: npt.NDArray[np.signedinteger[Any]] = (
+            self.users if not len(self.users) or int(self.users.min()) >= 0
+            else pd.factorize(self.users)[0].astype(np.int64))
         combined = _combine_codes([user_codes, self.app.codes, self.siret.codes, self.role.codes])
-        ids, distinct = pd.factorize(combined)
+        del user_codes
+        self.ids, self.size = _dense_ids(combined)
         del combined
-        self.ids = _row_codes(ids)
-        self.size = len(distinct)
         self.bounds = np.cumsum([0, *self.sizes])
 
     def part(self, index: int) -> npt.NDArray[np.int32]:
@@ -997,17 +1043,20 @@ class _TupleSpace:
         table[self.part(index)] = True
         return table
 
-    def first_rows(self, index: int) -> npt.NDArray[np.int64]:
-        """Positions (in the whole space) of the first row of each distinct tuple of frame `index`."""
+    def first_rows(self, index: int) -> npt.NDArray[np.signedinteger[Any]]:
+        """Positions (in the whole space) of the first row of each distinct tuple of frame `index`,
+        in the row codes' 32 bits when the space's rows fit (39 MB less at a million users, held
+        through the comparison)."""
         first = ~pd.Series(self.part(index)).duplicated(keep="first").to_numpy()
-        positions: npt.NDArray[np.int64] = np.flatnonzero(first).astype(np.int64) + int(self.bounds[index])
-        return positions
+        positions = np.flatnonzero(first)
+        positions += int(self.bounds[index])
+        return positions.astype(_ROW_CODE) if int(self.bounds[-1]) <= _ROW_LIMITS.max else positions.astype(np.int64)
 
-    def count_by_application(self, positions: npt.NDArray[np.int64]) -> dict[str, int]:
+    def count_by_application(self, positions: npt.NDArray[np.signedinteger[Any]]) -> dict[str, int]:
         counts = np.bincount(self.app.codes[positions], minlength=len(self.app.raw))
         return {str(self.app.raw[code]): int(n) for code, n in enumerate(counts.tolist()) if n}
 
-    def control_hashes(self, positions: npt.NDArray[np.int64]) -> dict[str, str]:
+    def control_hashes(self, positions: npt.NDArray[np.signedinteger[Any]]) -> dict[str, str]:
         """Per application: SHA-256 of its distinct tuples (see `control_hashes`).
 
         One application at a time, in the code-point order of their codes: its rows' sort keys
@@ -1032,7 +1081,7 @@ class _TupleSpace:
                 digests[str(self.app.raw[code])] = self._application_digest(code, rows, texts)
         return digests
 
-    def _application_digest(self, code: int, rows: npt.NDArray[np.int64],
+    def _application_digest(self, code: int, rows: npt.NDArray[np.signedinteger[Any]],
                             texts: tuple[pa.Array, pa.Array, pa.Array] | None) -> str:
         """SHA-256 of the lines of `rows`, all of application `code`, in tuple order."""
         siret, role, users = self.siret.codes[rows], self.role.codes[rows], self.users[rows]
@@ -1096,7 +1145,9 @@ def _combine_codes(columns: Sequence[npt.NDArray[np.signedinteger[Any]]]) -> npt
         base = int(codes.max()) + 1 if len(codes) else 1
         if len(combined) and int(combined.max()) >= (2**62) // base:
             combined = pd.factorize(combined)[0].astype(np.int64)  # below the row count: the product fits
-        combined = combined * base + codes
+        # In place: each step's two temporaries were 84 MB at a million users.
+        combined *= base
+        combined += codes
     return combined
 
 
@@ -1167,8 +1218,10 @@ def _explanations(missing_rows: pd.DataFrame, register: pd.DataFrame) -> pd.Data
                           "reason_code": np.array([], dtype=object)})
     if missing_rows.empty or register.empty:
         return empty
-    habs = _register_ids(register, "habilitation", ("excluded", "rejected"))
-    users = _register_ids(register, "user", COUNTED_OUTCOMES)
+    habs = _register_ids(register, "habilitation", ("excluded", "rejected"), "reason_code")
+    users = _register_ids(register, "user", COUNTED_OUTCOMES, "reason_code")
+    # Only the columns read below go through the merges, not the whole tuples (text and categories).
+    missing_rows = missing_rows[["tuple_id", "id_habilitation", "legacy_user_id"]]
     by_hab = missing_rows.merge(habs[["legacy_id", "reason_code"]], left_on="id_habilitation",
                                 right_on="legacy_id", how="inner").assign(priority=0)
     by_user = missing_rows.merge(users[["legacy_id", "reason_code"]], left_on="legacy_user_id",
@@ -1277,10 +1330,12 @@ def account_checks(account_frame: pd.DataFrame, users: pd.DataFrame, *,
     # The text stays text (Arrow-backed) and is compared column against column; only a failing
     # row's values become Python strings. A Python string a row for logins and statuses weighed
     # 0.35 GB at a million users, at the reconciliation's peak.
+    # (`.array`, not `.to_numpy()`: that made a Python string a row, which the frame turned back
+    # into Arrow text, 0.1 GB of temporaries at a million users, the reconciliation's high-water mark.)
     legacy = pd.DataFrame({
         "legacy_user_id": users["id_utilisateur"].to_numpy(dtype=np.int64),
-        "expected_login": users["courriel"].astype(TEXT_DTYPE).str.strip().str.lower().to_numpy(),
-        "legacy_status": users["statut"].astype(TEXT_DTYPE).to_numpy(),
+        "expected_login": users["courriel"].astype(TEXT_DTYPE).str.strip().str.lower().array,
+        "legacy_status": users["statut"].astype(TEXT_DTYPE).array,
     }, copy=False)
     joined = migrated.assign(legacy_user_id=migrated["legacy_user_id"].astype("int64")).merge(
         legacy, on="legacy_user_id", how="left", indicator=True)

@@ -289,6 +289,36 @@ def test_the_tuple_space_holds_its_row_codes_in_32_bits_and_says_when_they_would
         _row_codes(np.array([2**31]))
 
 
+@SETTINGS
+@given(st.lists(st.one_of(st.integers(min_value=-3, max_value=5), st.integers(min_value=-2**63, max_value=2**63 - 1)),
+                max_size=60))
+@example([])
+@example([5])
+@example([2**63 - 1, -2**63, 2**63 - 1, 0, -2**63])
+def test_dense_ids_are_pandas_factorize_codes_in_32_bits(values: list[int]) -> None:
+    """The tuple space numbers its tuples by sorting; the numbers are factorize's (first appearance)."""
+    from reports.reconciliation import _dense_ids
+
+    array = np.array(values, dtype=np.int64)
+    codes, uniques = pd.factorize(array)
+    ids, count = _dense_ids(array)
+    assert ids.dtype == np.int32
+    assert ids.tolist() == codes.tolist()
+    assert count == len(uniques)
+
+
+def test_dense_ids_of_many_values_are_pandas_factorize_codes() -> None:
+    """Hundreds of thousands of values, a quarter repeated: hashing and sorting meet them in other orders."""
+    from reports.reconciliation import _dense_ids
+
+    many = np.random.default_rng(3).integers(-2**40, 2**40, 200_000)
+    many[::4] = many[1::4][:len(many[::4])]
+    ids, count = _dense_ids(many)
+    codes, uniques = pd.factorize(many)
+    assert ids.tolist() == codes.tolist()
+    assert count == len(uniques) == 150_000
+
+
 _ACCOUNTS = st.lists(st.tuples(
     st.sampled_from([1, 2, 3, 7]),  # legacy_user_id: 7 is no legacy user
     st.sampled_from(["MIGRATION", "NATIVE"]),

@@ -84,6 +84,33 @@ def test_each_input_is_let_go_once_used(monkeypatch: pytest.MonkeyPatch) -> None
         transform(handover)
 
 
+def test_each_users_column_is_let_go_once_its_accounts_column_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mappings.normalize
+
+    frames, validated = _inputs()
+    watched = {name: weakref.ref(frames.utilisateurs[name].array)
+               for name in ("courriel", "nom", "prenom", "telephone", "siret_rattachement")}
+    alive_at_phones: set[str] = set()
+    original_phones = mappings.normalize.phones_e164
+
+    def phones(telephones: pd.Series) -> pd.Series:
+        gc.collect()
+        alive_at_phones.update(name for name, ref in watched.items() if ref() is not None)
+        return original_phones(telephones)
+
+    monkeypatch.setattr(mappings.normalize, "phones_e164", phones)
+    monkeypatch.setattr(transform_module, "phones_e164", phones)
+    handover = Handover(frames, validated.decisions)
+    del frames, validated
+    accounts = transform(handover).target.accounts
+
+    # When the phones are made (last of the text), the emails, names and phones read are gone, and
+    # the column the accounts never read went first.
+    assert alive_at_phones == set()
+    assert accounts["phone"].notna().any()
+    assert accounts["last_name"].notna().any()
+
+
 def test_a_transform_needs_the_decisions_with_the_frames() -> None:
     frames, _ = _inputs()
     with pytest.raises(TypeError, match="validation's result"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -303,3 +304,18 @@ def test_an_enumeration_mapped_stays_a_categorical_of_the_mapped_texts(
     assert not set(mapped.cat.categories) - set(ACCOUNT_STATUS.values())
     pd.testing.assert_series_equal(mapped.astype(object), expected.astype(object))
     pd.testing.assert_series_equal(_mapped(as_text, ACCOUNT_STATUS), expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["ZZZ", "EDOF", "é", "", "a b"]), min_size=1, max_size=5, unique=True),
+       st.lists(st.integers(min_value=-1, max_value=4), max_size=30))
+def test_held_categories_are_pandas_removal_of_the_unused_ones(categories: list[str], picks: list[int]) -> None:
+    """The access frames' categories, found by counting codes, are exactly pandas' own removal's:
+    same categories in the same order, same codes (missing values kept)."""
+    from pipelines.transform import _held_categories
+
+    codes = np.array([pick if pick < len(categories) else -1 for pick in picks], dtype=np.int8)
+    values = pd.Series(pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype="str")))
+    held, expected = _held_categories(values), values.cat.remove_unused_categories().array
+    assert held.dtype == expected.dtype
+    assert held.codes.tolist() == expected.codes.tolist()

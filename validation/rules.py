@@ -170,7 +170,7 @@ RULES: tuple[Rule, ...] = (
                 row_condition='statut == "ACTIVE"', condition_parser="pandas"),),
          "Accès actif mais échu à la date d'arrêté.", "Aucune action."),
     Rule("habilitation", "DUPLICATE_ACCESS", "merged", 13,
-         (check("ExpectCompoundColumnsToBeUnique",
+         (check("ExpectCompoundColumnsToBeUniqueBySorting",
                 column_list=["holder_id", "application_code", "siret_key", "role_code", "kind"]),),
          "Le même accès figure plusieurs fois : il est repris une fois (plus petit identifiant).",
          "Aucune action.",
