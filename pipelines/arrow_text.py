@@ -72,20 +72,26 @@ def decoded(codes: npt.NDArray[np.integer[Any]], dictionary: pa.Array) -> pa.Arr
     return strings
 
 
+def held_categories(values: pd.Series) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
+    """For a categorical column: which of its categories some row holds, and each row's code
+    among those alone (-1: missing). Counted, not `remove_unused_categories`, which sorts every
+    code (7 times as long, and 0.08 GB of temporaries for 2.3 million rows)."""
+    codes = np.add(values.cat.codes.to_numpy(), 1, dtype=np.int32)  # a missing value (-1) at 0
+    used = np.bincount(codes, minlength=len(values.cat.categories) + 1)[1:] > 0
+    renumbered = np.full(len(used) + 1, -1, dtype=np.int32)  # the first one for a missing value
+    renumbered[1:][used] = np.arange(int(used.sum()), dtype=np.int32)
+    return used, renumbered[codes]
+
+
 def factorized(values: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_]]:
     """pd.factorize(values, use_na_sentinel=True) as (codes, uniques), for an Arrow-backed column
     through Arrow's dictionary encoding (no Python string per row), for a categorical through its
     codes. Codes may be numbered in another order than pandas' (both number distinct values, -1
     for missing)."""
     if isinstance(values.dtype, pd.CategoricalDtype):  # its codes, renumbered over the categories it uses
-        # Counted, not `remove_unused_categories`, which sorts the codes (7 times as long).
-        category_codes = np.asarray(values.cat.codes, dtype=np.int64)
-        categories = values.cat.categories
-        used = np.bincount(category_codes + 1, minlength=len(categories) + 1)[1:] > 0
-        renumbered = np.full(len(categories) + 1, -1, dtype=np.int64)  # the last one for code -1
-        renumbered[:-1][used] = np.arange(int(used.sum()))
-        used_categories: npt.NDArray[np.object_] = categories[used].to_numpy(dtype=object)
-        return renumbered[category_codes], used_categories
+        used, held_codes = held_categories(values)
+        used_categories: npt.NDArray[np.object_] = values.cat.categories[used].to_numpy(dtype=object)
+        return held_codes.astype(np.int64), used_categories
     if not isinstance(values.array, pd.arrays.ArrowStringArray):
         codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
         return codes.astype(np.int64), np.asarray(uniques, dtype=object)
